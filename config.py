@@ -1,0 +1,344 @@
+"""Typed configuration for every part of telugu-s2s.
+
+One dataclass per part; a preset YAML in configs/ (tiny: this 2-core CPU, a6000: one 48 GB GPU)
+overrides the defaults, and `--set section.key=value` overrides the preset. Every checkpoint
+saves its whole Config as JSON beside it, so a checkpoint always knows how it was built.
+Unknown keys and wrong types fail here, naming the key, not deep inside a model.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+CONFIG_DIR = ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 24000
+    frame_ms: int = 40  # one codec frame; the server and S2S step once per frame
+
+    @property
+    def frame_size(self) -> int:
+        return self.sample_rate * self.frame_ms // 1000
+
+
+@dataclass
+class CodecConfig:
+    sample_rate: int = 24000
+    patch_size: int = 240  # samples per encoder input step / decoder iSTFT hop (10 ms)
+    strides: list[int] = field(default_factory=lambda: [4])  # patch rate -> frame rate (100 Hz -> 25 Hz)
+    channels: list[int] = field(default_factory=lambda: [256, 512])  # one width per rate
+    res_units: int = 3  # residual units per rate, dilations 1, 3, 9, ...
+    kernel_size: int = 7
+    latent_dim: int = 128
+    n_codebooks: int = 8
+    codebook_size: int = 1024
+    codebook_dim: int = 8  # factorized codes: look up in 8-d, L2-normalised (DAC)
+    quantizer_dropout: float = 0.5  # share of a batch trained with fewer codebooks, so any K works
+    commitment_weight: float = 0.25
+    codebook_weight: float = 1.0
+    vq_warmup_steps: int = 500  # decoder sees the continuous latent, VQ fades in (CODEC_PROBE.md)
+    dead_code_threshold: float = 0.5  # codes used less than this (EMA count) are restarted
+
+    @property
+    def frame_size(self) -> int:
+        n = self.patch_size
+        for s in self.strides:
+            n *= s
+        return n
+
+
+@dataclass
+class DiscriminatorConfig:
+    periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    mpd_channels: int = 16  # first layer width of each period discriminator (DAC: 32)
+    stft_windows: list[int] = field(default_factory=lambda: [2048, 1024, 512])
+    stft_channels: int = 16  # DAC: 32
+    bands: list[list[float]] = field(
+        default_factory=lambda: [[0.0, 0.1], [0.1, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]])
+
+
+@dataclass
+class LossConfig:  # DAC's weights as the starting point
+    mel_weight: float = 15.0
+    adv_weight: float = 1.0
+    feat_weight: float = 2.0
+    mel_windows: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
+    mel_bins: list[int] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320])
+    gan_start_step: int = 0  # steps of reconstruction-only training before the discriminators join
+
+
+@dataclass
+class SpeakerConfig:
+    sample_rate: int = 16000  # log-mel at 16 kHz is enough for identity and half the cost
+    n_mels: int = 64
+    channels: int = 256
+    embed_dim: int = 192
+    margin: float = 0.2  # additive angular margin
+    scale: float = 30.0
+    segment_s: float = 2.0
+    threshold: float = 0.5  # same/different decision; calibrated at the EER point by train_speakers.py
+
+
+@dataclass
+class S2SConfig:
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    depth_d_model: int = 256
+    depth_layers: int = 2
+    depth_heads: int = 4
+    n_codebooks: int = 8  # agent codebooks modelled (the first K of the codec)
+    acoustic_delay: int = 1  # codebooks 1.. lag codebook 0 by this many frames (Moshi)
+    context_frames: int = 750  # KV cache: 30 s at 25 Hz; older frames slide out
+    user_input: str = "mel"  # "mel" | "latent" | "codes": chosen by accuracy on unseen voices
+    text_vocab_size: int = 0  # set from the trained tokenizer
+    dropout: float = 0.1
+    text_weight: float = 2.0
+    first_codebook_weight: float = 2.0
+    user_text_weight: float = 1.0
+    temperature: float = 0.8
+    top_k: int = 50
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    max_steps: int = 0  # 0: run the epochs; >0 stops there (useful for time-boxed CPU runs)
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    lr_min_ratio: float = 0.1  # cosine decay floor
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    grad_clip: float = 1.0
+    segment_s: float = 0.96  # random crop length
+    save_every: int = 10  # epochs (the plan's --save_every)
+    save_every_steps: int = 500
+    eval_every_steps: int = 500
+    log_every_steps: int = 25
+    keep_checkpoints: int = 3
+    num_workers: int = 0
+    threads: int = 0  # torch.set_num_threads; 0 leaves torch's default
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on GPUs that support it) | fp32 | bf16
+    compile: bool = False
+    out_dir: str = "runs/codec"
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = "data/synthetic"
+    train_manifest: str = "train.jsonl"  # relative to data_dir
+    val_manifest: str = "val.jsonl"
+    test_manifest: str = "test.jsonl"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_sessions: int = 2
+    token: str = ""
+    allowed_origins: list[str] = field(default_factory=list)
+    max_message_bytes: int = 65536
+    max_messages_per_s: float = 100.0
+    max_session_s: float = 3600.0
+    idle_timeout_s: float = 30.0
+    send_queue_frames: int = 50  # a client this far behind is dropped, not buffered without bound
+    default_voice: str = ""
+
+
+@dataclass
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
+    s2s: S2SConfig = field(default_factory=S2SConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train_codec: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/codec"))
+    train_speakers: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/speakers"))
+    train_s2s: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/s2s"))
+    server: ServerConfig = field(default_factory=ServerConfig)
+    preset: str = "default"
+
+
+# --- typed merging ---------------------------------------------------------------------------------
+
+def _coerce(value, tp, key: str):
+    """Check `value` against the annotation `tp`; allow the lossless conversions YAML needs."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _merge(obj, values: dict, prefix: str = ""):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, full + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+    return obj
+
+
+def set_value(cfg: Config, assignment: str) -> None:
+    """Apply one `section.key=value` override; the value is parsed as YAML (3, 1e-4, [1, 2], true)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' is not of the form section.key=value")
+    dotted, raw = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{dotted}: cannot parse value {raw!r}: {e}") from e
+    nested = value
+    for p in reversed(parts):
+        nested = {p: nested}
+    _merge(cfg, nested)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(values: dict) -> Config:
+    return _merge(Config(), values)
+
+
+def load_config(preset: str = "tiny", overrides: list[str] | None = None) -> Config:
+    """`preset` is a name in configs/ ("tiny", "a6000") or a path to a YAML or JSON file."""
+    path = Path(preset)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"no config '{preset}' (presets: {known}; or give a .yaml/.json path)")
+    with open(path, encoding="utf-8") as f:
+        values = (json.load(f) if path.suffix == ".json" else yaml.safe_load(f)) or {}
+    cfg = from_dict(values)
+    if "preset" not in values:
+        cfg.preset = path.stem
+    for assignment in overrides or []:
+        set_value(cfg, assignment)
+    return cfg
+
+
+def save_config(cfg: Config, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_dict(cfg), indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def config_json_path(checkpoint) -> Path:
+    """The config saved beside a checkpoint: model.safetensors -> model.json."""
+    return Path(checkpoint).with_suffix(".json")
+
+
+# --- the command-line layer shared by the train scripts ------------------------------------------
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", default="auto",
+                        help="preset in configs/ (tiny, a6000) or a YAML/JSON path; "
+                             "auto = a6000 when CUDA is available, else tiny")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config value, e.g. --set codec.n_codebooks=4 (repeatable)")
+    return parser
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of the original plan, each a shortcut for one config value."""
+    add_config_args(parser)
+    parser.add_argument("--data_dir", help="folder with train/val/test JSONL manifests (data.data_dir)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch_size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--max_steps", type=int)
+    parser.add_argument("--save_every", type=int, help="save a checkpoint every N epochs")
+    parser.add_argument("--out_dir", help="run folder: checkpoints, TensorBoard logs")
+    parser.add_argument("--device", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="continue from the last good checkpoint in out_dir (or a given .pt)")
+    return parser
+
+
+def resolve_preset(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch  # only here: config.py itself stays importable without torch
+    return "a6000" if torch.cuda.is_available() else "tiny"
+
+
+def config_from_args(args: argparse.Namespace, train_section: str) -> Config:
+    """Build the Config a train script runs with: preset, then --set, then the plan's flags."""
+    cfg = load_config(resolve_preset(args.config), args.overrides)
+    train = getattr(cfg, train_section)
+    for flag in ("epochs", "batch_size", "lr", "max_steps", "save_every", "out_dir", "device", "threads"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            _merge(train, {flag: value}, f"{train_section}.")
+    if getattr(args, "data_dir", None):
+        cfg.data.data_dir = args.data_dir
+    return cfg
+
+
+def main(argv=None):
+    parser = add_config_args(argparse.ArgumentParser(description="print the resolved config as JSON"))
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(resolve_preset(args.config), args.overrides)
+    except ConfigError as e:
+        parser.error(str(e))
+    print(json.dumps(to_dict(cfg), indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
