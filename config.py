@@ -39,9 +39,9 @@ class CodecConfig:
     sample_rate: int = 24000
     patch_size: int = 240  # samples per encoder input step / decoder iSTFT hop (10 ms)
     strides: list[int] = field(default_factory=lambda: [4])  # patch rate -> frame rate (100 Hz -> 25 Hz)
-    channels: list[int] = field(default_factory=lambda: [256, 512])  # one width per rate
+    channels: list[int] = field(default_factory=lambda: [192, 384])  # one width per rate
     res_units: int = 3  # residual units per rate, dilations 1, 3, 9, ...
-    kernel_size: int = 7
+    kernel_sizes: list[int] = field(default_factory=lambda: [7, 3])  # per rate: wide at 100 Hz, cheap at 25 Hz
     latent_dim: int = 128
     n_codebooks: int = 8
     codebook_size: int = 1024
@@ -50,7 +50,7 @@ class CodecConfig:
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
     vq_warmup_steps: int = 500  # decoder sees the continuous latent, VQ fades in (CODEC_PROBE.md)
-    dead_code_threshold: float = 0.5  # codes used less than this (EMA count) are restarted
+    dead_code_threshold: float = 0.02  # codes used at under 2 % of the uniform rate are restarted
 
     @property
     def frame_size(self) -> int:

@@ -1,0 +1,444 @@
+"""A causal, streaming, DAC-style neural audio codec for 24 kHz speech.
+
+DAC's recipe (Snake activations, weight-normed convs, factorized L2-normalised residual VQ with
+quantizer dropout) made causal like EnCodec/Mimi (left-only padding, explicit streaming state) and
+cheap on a CPU: no layer runs at the full 24 kHz rate. The encoder reads the waveform in 10 ms
+patches (a learned 20 ms analysis filterbank), works at 100 Hz, downsamples to 25 Hz frames and
+quantizes them; the decoder mirrors it and synthesises the waveform with an iSTFT head (Vocos).
+
+    pcm 24 kHz -> patch conv (100 Hz) -> res units -> stride-4 conv (25 Hz) -> res units -> latent
+    latent -> RVQ (8 x 1024 codes, 2 kbps) -> res units (25 Hz) -> conv+reshape upsample (100 Hz)
+           -> res units -> magnitude/phase -> iSTFT overlap-add -> pcm 24 kHz
+
+The iSTFT frames are 20 ms long and overlap by one 10 ms hop, so a region of output is final only
+when the frame after it is known: the decoder's output lags its input by one hop (`delay`).
+
+Every causal conv keeps its left context in a state dict keyed by the conv's name; offline
+`forward` and streaming `encode_step`/`decode_step` run the same code, which is why they agree.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from config import CodecConfig, Config, config_json_path, from_dict
+
+ROOT = Path(__file__).resolve().parent
+SHIPPED = ROOT / "checkpoints" / "codec.safetensors"
+
+
+# --- layers -------------------------------------------------------------------------------------
+
+class Snake(nn.Module):
+    """x + sin^2(alpha x) / alpha: a periodic inductive bias that suits audio (DAC, BigVGAN)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x):
+        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+
+
+class CausalConv1d(nn.Module):
+    """Weight-normed Conv1d padded on the left only. In streaming, the left context it needs
+    (`pad` samples) lives in state[self.key] between calls instead of in zero padding."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1,
+                 init_scale: float = 1.0):
+        super().__init__()
+        conv = nn.Conv1d(cin, cout, kernel, stride, dilation=dilation)
+        # Variance-preserving init, zero bias: PyTorch's default shrinks the signal at every layer
+        # and the codec then learns one average spectrum (CODEC_PROBE.md).
+        nn.init.normal_(conv.weight, std=init_scale / math.sqrt(cin * kernel))
+        nn.init.zeros_(conv.bias)
+        self.conv = weight_norm(conv)
+        self.stride = stride
+        self.pad = (kernel - 1) * dilation + 1 - stride
+        self.key = ""  # set by Codec: the name under which this conv's stream state is kept
+
+    def forward(self, x, state: dict | None = None):
+        if state is None:
+            return self.conv(F.pad(x, (self.pad, 0)))
+        x = torch.cat([state[self.key], x], dim=-1)
+        y = self.conv(x)
+        state[self.key] = x[..., y.shape[-1] * self.stride:]  # what the next output still needs
+        return y
+
+    def init_state(self, batch: int, device=None) -> torch.Tensor:
+        return torch.zeros(batch, self.conv.in_channels, self.pad, device=device)
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, kernel: int, dilation: int):
+        super().__init__()
+        self.act1 = Snake(channels)
+        self.conv1 = CausalConv1d(channels, channels, kernel, dilation=dilation)
+        self.act2 = Snake(channels)
+        self.conv2 = CausalConv1d(channels, channels, 1, init_scale=0.1)  # branch starts near zero
+
+    def forward(self, x, state=None):
+        return x + self.conv2(self.act2(self.conv1(self.act1(x), state)), state)
+
+
+class Stage(nn.Module):
+    """Residual units with dilations 1, 3, 9, ... at one rate."""
+
+    def __init__(self, channels: int, n_units: int, kernel: int):
+        super().__init__()
+        self.units = nn.ModuleList(ResidualUnit(channels, kernel, 3**i) for i in range(n_units))
+
+    def forward(self, x, state=None):
+        for unit in self.units:
+            x = unit(x, state)
+        return x
+
+
+class Downsample(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.act = Snake(cin)
+        self.conv = CausalConv1d(cin, cout, 2 * stride, stride=stride)
+
+    def forward(self, x, state=None):
+        return self.conv(self.act(x), state)
+
+
+class Upsample(nn.Module):
+    """Conv1d to `stride` times the channels, then reshape time-major: a causal transposed conv
+    that stays on fast Conv1d kernels for one-frame inputs (DESIGN.md)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.act = Snake(cin)
+        self.conv = CausalConv1d(cin, cout * stride, 3)
+        self.stride = stride
+
+    def forward(self, x, state=None):
+        y = self.conv(self.act(x), state)
+        b, cs, t = y.shape
+        return y.view(b, cs // self.stride, self.stride, t).transpose(2, 3).reshape(b, cs // self.stride, t * self.stride)
+
+
+class ISTFTHead(nn.Module):
+    """Predicts log-magnitude and phase of a 2*hop-sample frame per step; inverse FFT, Hann window,
+    overlap-add. Hann at 50 % overlap sums to one, so no envelope division is needed."""
+
+    def __init__(self, channels: int, hop: int):
+        super().__init__()
+        self.hop = hop
+        self.n_fft = 2 * hop
+        self.act = Snake(channels)
+        self.proj = CausalConv1d(channels, self.n_fft + 2, 1, init_scale=0.1)
+        self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        self.key = ""
+
+    def forward(self, x, state=None):
+        log_mag, phase = self.proj(self.act(x), state).chunk(2, dim=1)  # [B, n_fft/2+1, N] each
+        mag = torch.exp(log_mag.clamp(max=8.0))
+        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=1).transpose(1, 2) * self.window  # [B, N, n_fft]
+        first, second = frames[..., : self.hop], frames[..., self.hop:]
+        # Output region k = second half of frame k-1 + first half of frame k.
+        prev = torch.zeros_like(second[:, :1]) if state is None else state[self.key]
+        out = first + torch.cat([prev, second[:, :-1]], dim=1)
+        if state is not None:
+            state[self.key] = second[:, -1:]
+        return out.reshape(x.shape[0], 1, -1)
+
+    def init_state(self, batch: int, device=None) -> torch.Tensor:
+        return torch.zeros(batch, 1, self.hop, device=device)
+
+
+# --- quantizer -----------------------------------------------------------------------------------
+
+class VectorQuantize(nn.Module):
+    """DAC's factorized VQ: project to a few dims, find the nearest L2-normalised code (cosine),
+    project back. Low-dimensional normalised lookups keep all codes in use."""
+
+    def __init__(self, dim: int, codebook_size: int, codebook_dim: int):
+        super().__init__()
+        self.in_proj = weight_norm(nn.Conv1d(dim, codebook_dim, 1))
+        self.out_proj = weight_norm(nn.Conv1d(codebook_dim, dim, 1))
+        self.codebook = nn.Embedding(codebook_size, codebook_dim)
+        # EMA of each code's share of use, relative to uniform use (1.0 = used as often as average).
+        self.register_buffer("usage", torch.ones(codebook_size))
+
+    def encode(self, z):  # z [B, D, T] -> indices [B, T], z_e [B, d, T]
+        z_e = self.in_proj(z)
+        flat = F.normalize(z_e.transpose(1, 2).reshape(-1, z_e.shape[1]), dim=1)
+        scores = flat @ F.normalize(self.codebook.weight, dim=1).t()
+        return scores.argmax(dim=1).view(z.shape[0], -1), z_e
+
+    def decode(self, indices):  # [B, T] -> [B, D, T]
+        return self.out_proj(self.codebook(indices).transpose(1, 2))
+
+    def forward(self, z):
+        indices, z_e = self.encode(z)
+        z_q = self.codebook(indices).transpose(1, 2)
+        commitment = F.mse_loss(z_e, z_q.detach(), reduction="none").mean(dim=(1, 2))
+        codebook = F.mse_loss(z_q, z_e.detach(), reduction="none").mean(dim=(1, 2))
+        z_q = z_e + (z_q - z_e).detach()  # straight-through
+        if self.training:
+            counts = torch.bincount(indices.flatten(), minlength=self.usage.numel()).float()
+            self.usage.mul_(0.99).add_(counts * (self.usage.numel() / indices.numel()), alpha=0.01)
+        return self.out_proj(z_q), indices, z_e, commitment, codebook
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z_e: torch.Tensor, threshold: float) -> int:
+        """Move codes nobody uses onto random recent encoder outputs (the data they should cover)."""
+        dead = (self.usage < threshold).nonzero().flatten()
+        if dead.numel() == 0:
+            return 0
+        pool = z_e.detach().transpose(1, 2).reshape(-1, z_e.shape[1])
+        pick = torch.randint(0, pool.shape[0], (dead.numel(),), device=pool.device)
+        self.codebook.weight[dead] = pool[pick] + 1e-3 * torch.randn_like(pool[pick])
+        self.usage[dead] = 1.0
+        return int(dead.numel())
+
+
+class ResidualVQ(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.quantizers = nn.ModuleList(
+            VectorQuantize(cfg.latent_dim, cfg.codebook_size, cfg.codebook_dim) for _ in range(cfg.n_codebooks))
+        self.dropout = cfg.quantizer_dropout
+
+    def forward(self, z, n_q: int | None = None):
+        """Returns quantized latent, codes [B, K, T], z_e list, commitment and codebook losses.
+        In training, a share of the batch uses a random number of codebooks (quantizer dropout)
+        so the decoder works at every bitrate."""
+        n_total = len(self.quantizers)
+        n_q = n_total if n_q is None else n_q
+        b = z.shape[0]
+        keep = torch.full((b,), n_q, device=z.device)
+        if self.training and self.dropout > 0:
+            random_k = torch.randint(1, n_total + 1, (b,), device=z.device)
+            use_random = torch.rand(b, device=z.device) < self.dropout
+            keep = torch.where(use_random, random_k, keep)
+        residual, z_q = z, torch.zeros_like(z)
+        codes, latents = [], []
+        commitment = codebook = z.new_zeros(())
+        for i, vq in enumerate(self.quantizers if self.training else self.quantizers[:n_q]):
+            q, idx, z_e, c_loss, cb_loss = vq(residual)
+            mask = (keep > i).float()
+            z_q = z_q + q * mask[:, None, None]
+            residual = residual - q
+            commitment = commitment + (c_loss * mask).mean()
+            codebook = codebook + (cb_loss * mask).mean()
+            codes.append(idx)
+            latents.append(z_e)
+        return z_q, torch.stack(codes, dim=1), latents, commitment, codebook
+
+    def encode(self, z, n_q: int):
+        codes, residual = [], z
+        for vq in self.quantizers[:n_q]:
+            idx, _ = vq.encode(residual)
+            residual = residual - vq.decode(idx)
+            codes.append(idx)
+        return torch.stack(codes, dim=1)
+
+    def decode(self, codes):  # [B, K, T] -> [B, D, T]; K may be fewer than n_codebooks
+        return sum(self.quantizers[k].decode(codes[:, k]) for k in range(codes.shape[1]))
+
+
+# --- the codec ------------------------------------------------------------------------------------
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        ch = cfg.channels
+        self.patch = CausalConv1d(1, ch[0], 2 * cfg.patch_size, stride=cfg.patch_size)
+        layers = []
+        for i, stride in enumerate(cfg.strides):
+            layers += [Stage(ch[i], cfg.res_units, cfg.kernel_sizes[i]), Downsample(ch[i], ch[i + 1], stride)]
+        layers += [Stage(ch[-1], cfg.res_units, cfg.kernel_sizes[-1])]
+        self.layers = nn.ModuleList(layers)
+        self.act = Snake(ch[-1])
+        self.out = CausalConv1d(ch[-1], cfg.latent_dim, 3)
+
+    def forward(self, pcm, state=None):  # [B, 1, T] -> [B, latent, T / frame_size]
+        x = self.patch(pcm, state)
+        for layer in self.layers:
+            x = layer(x, state)
+        return self.out(self.act(x), state)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        ch = cfg.channels
+        self.inp = CausalConv1d(cfg.latent_dim, ch[-1], 3)
+        layers = []
+        for i in reversed(range(len(cfg.strides))):
+            layers += [Stage(ch[i + 1], cfg.res_units, cfg.kernel_sizes[i + 1]), Upsample(ch[i + 1], ch[i], cfg.strides[i])]
+        layers += [Stage(ch[0], cfg.res_units, cfg.kernel_sizes[0])]
+        self.layers = nn.ModuleList(layers)
+        self.head = ISTFTHead(ch[0], cfg.patch_size)
+
+    def forward(self, z, state=None):  # [B, latent, T] -> [B, 1, T * frame_size]
+        x = self.inp(z, state)
+        for layer in self.layers:
+            x = layer(x, state)
+        return self.head(x, state)
+
+
+class Codec(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.sample_rate = cfg.sample_rate
+        self.frame_size = cfg.frame_size
+        self.n_codebooks = cfg.n_codebooks
+        self.delay = cfg.patch_size  # decoder output lags by one iSTFT hop (see module docstring)
+        self.encoder = Encoder(cfg)
+        self.quantizer = ResidualVQ(cfg)
+        self.decoder = Decoder(cfg)
+        self._stateful = []
+        for name, m in self.named_modules():
+            if isinstance(m, (CausalConv1d, ISTFTHead)):
+                m.key = name
+                self._stateful.append(m)
+
+    # offline --------------------------------------------------------------------------------
+    def forward(self, pcm, vq_mix: float = 1.0):
+        """Training pass. vq_mix < 1 blends the continuous latent into the decoder's input (the
+        VQ warm-up). Returns audio [B, 1, T] (delayed by `delay`), codes and the VQ losses."""
+        z = self.encoder(pcm)
+        z_q, codes, latents, commitment, codebook = self.quantizer(z)
+        if vq_mix < 1.0:
+            z_q = vq_mix * z_q + (1.0 - vq_mix) * z
+        return self.decoder(z_q), codes, latents, commitment, codebook
+
+    def _pad(self, pcm):
+        if pcm.dim() == 1:
+            pcm = pcm[None, None]
+        elif pcm.dim() == 2:
+            pcm = pcm[:, None]
+        rem = (-pcm.shape[-1]) % self.frame_size
+        return F.pad(pcm, (0, rem))
+
+    @torch.no_grad()
+    def encode(self, pcm, n_q: int | None = None):
+        """pcm [T], [B, T] or [B, 1, T] (zero-padded to whole frames) -> codes [B, K, frames]."""
+        return self.quantizer.encode(self.encoder(self._pad(pcm)), n_q or self.n_codebooks)
+
+    @torch.no_grad()
+    def decode(self, codes):
+        """codes [B, K, frames] -> pcm [B, 1, frames * frame_size] (lagging the input by `delay`)."""
+        return self.decoder(self.quantizer.decode(codes))
+
+    def latent(self, pcm):
+        """The continuous encoder output [B, latent, frames]: an S2S input option."""
+        return self.encoder(self._pad(pcm))
+
+    # streaming -------------------------------------------------------------------------------
+    def init_state(self, batch: int = 1, device=None) -> dict:
+        return {m.key: m.init_state(batch, device) for m in self._stateful}
+
+    @torch.no_grad()
+    def encode_step(self, pcm_frame, state: dict, n_q: int | None = None):
+        """pcm_frame [B, 1, n * frame_size] -> (codes [B, K, n], new state)."""
+        state = dict(state)
+        z = self.encoder(pcm_frame, state)
+        return self.quantizer.encode(z, n_q or self.n_codebooks), state
+
+    @torch.no_grad()
+    def decode_step(self, codes, state: dict):
+        """codes [B, K, n] -> (pcm [B, 1, n * frame_size], new state)."""
+        state = dict(state)
+        return self.decoder(self.quantizer.decode(codes), state), state
+
+    def remove_weight_norm(self):
+        """Fold weight norm into plain weights: same outputs, fewer ops per streaming step."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d) and parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        return self
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+def load(path=None, device="cpu", inference: bool = True) -> Codec:
+    """The shipped codec (no path) or any exported one: safetensors + JSON config beside it."""
+    from train_utils import load_safetensors
+
+    path = Path(path) if path else SHIPPED
+    if not path.exists():
+        raise FileNotFoundError(f"codec checkpoint not found: {path} (train one with train_codec_dac.py)")
+    cfg_path = config_json_path(path)
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"codec config not found beside the checkpoint: {cfg_path}")
+    import json
+    cfg: Config = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+    model = Codec(cfg.codec)
+    model.load_state_dict(load_safetensors(path), strict=True)
+    model.to(device).eval()
+    if inference:
+        model.remove_weight_norm()
+    return model
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def _read(path, sr):
+    from audio_io import load_audio
+    return torch.from_numpy(load_audio(path, sr))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Telugu streaming codec: round trip, encode, decode")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    rt = sub.add_parser("roundtrip", help="encode and decode a file (any rate/channels; output 24 kHz)")
+    rt.add_argument("inp"), rt.add_argument("out")
+    enc = sub.add_parser("encode", help="audio file -> codes file (.npz)")
+    enc.add_argument("inp"), enc.add_argument("out")
+    dec = sub.add_parser("decode", help="codes file (.npz) -> 24 kHz WAV")
+    dec.add_argument("inp"), dec.add_argument("out")
+    for s in (rt, enc, dec):
+        s.add_argument("--checkpoint", help="codec .safetensors (default: the shipped one)")
+        s.add_argument("--codebooks", type=int, help="use the first K codebooks (bitrate = K x 250 bps)")
+    args = p.parse_args(argv)
+    from audio_io import AudioError, save_wav
+
+    try:
+        codec = load(args.checkpoint)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    k = args.codebooks or codec.n_codebooks
+    if not 1 <= k <= codec.n_codebooks:
+        sys.exit(f"error: --codebooks must be between 1 and {codec.n_codebooks}")
+    try:
+        if args.cmd in ("roundtrip", "encode"):
+            pcm = _read(args.inp, codec.sample_rate)
+            n = len(pcm)
+            # One extra frame of silence so the decoder's last `delay` samples are flushed too.
+            codes = codec.encode(F.pad(pcm, (0, codec.frame_size)), k)
+            if args.cmd == "encode":
+                np.savez_compressed(args.out, codes=codes[0].numpy().astype(np.int16), n_samples=n,
+                                    sample_rate=codec.sample_rate)
+                bps = k * math.log2(codec.cfg.codebook_size) * codec.sample_rate / codec.frame_size
+                print(f"{args.out}: {codes.shape[-1]} frames x {k} codebooks ({bps:.0f} bps)")
+                return
+        else:
+            data = np.load(args.inp)
+            codes = torch.from_numpy(data["codes"].astype(np.int64))[None]
+            n = int(data["n_samples"])
+        audio = codec.decode(codes)[0, 0, codec.delay:codec.delay + n]
+        save_wav(args.out, audio.numpy(), codec.sample_rate)
+        print(f"{args.out}: {len(audio) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz, {k} codebooks")
+    except (AudioError, FileNotFoundError, KeyError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The codec streams: any chunking of the input gives the offline codes and audio (Moshi's tests)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from config import CodecConfig, Config
+from telugu_codec_fixed import Codec, CausalConv1d, load
+
+torch.set_num_threads(1)
+
+
+def tiny_cfg(**kw):
+    return CodecConfig(channels=[32, 48], n_codebooks=4, codebook_size=64, **kw)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    return Codec(tiny_cfg()).eval()
+
+
+def speechlike(n, sr=24000, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    f0 = 120 + 30 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = sum(np.sin(k * phase) / k for k in range(1, 20)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+    return torch.tensor(0.1 * x + 0.01 * rng.standard_normal(n), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("chunk_frames", [[1], [2], [3, 1, 2], [5]])
+def test_streaming_matches_offline(codec, chunk_frames):
+    n_frames = 11
+    pcm = speechlike(n_frames * codec.frame_size)[None, None]
+    codes = codec.encode(pcm)
+    audio = codec.decode(codes)
+    enc_state, dec_state = codec.init_state(1), codec.init_state(1)
+    got_codes, got_audio, pos, i = [], [], 0, 0
+    while pos < n_frames:
+        n = min(chunk_frames[i % len(chunk_frames)], n_frames - pos)
+        c, enc_state = codec.encode_step(pcm[..., pos * codec.frame_size:(pos + n) * codec.frame_size], enc_state)
+        a, dec_state = codec.decode_step(c, dec_state)
+        got_codes.append(c), got_audio.append(a)
+        pos, i = pos + n, i + 1
+    assert torch.equal(torch.cat(got_codes, -1), codes)
+    torch.testing.assert_close(torch.cat(got_audio, -1), audio, atol=1e-5, rtol=1e-4)
+
+
+def test_streaming_state_is_explicit(codec):
+    """Two interleaved streams with their own states give the same result as each alone."""
+    a, b = speechlike(4 * codec.frame_size, seed=1)[None, None], speechlike(4 * codec.frame_size, seed=2)[None, None]
+    sa, sb = codec.init_state(1), codec.init_state(1)
+    out_a = []
+    for f in range(4):
+        sl = slice(f * codec.frame_size, (f + 1) * codec.frame_size)
+        ca, sa = codec.encode_step(a[..., sl], sa)
+        _, sb = codec.encode_step(b[..., sl], sb)
+        out_a.append(ca)
+    assert torch.equal(torch.cat(out_a, -1), codec.encode(a))
+
+
+def test_causal_conv_state_any_stride():
+    torch.manual_seed(0)
+    conv = CausalConv1d(3, 5, kernel=8, stride=4)
+    conv.key = "c"
+    x = torch.randn(2, 3, 40)
+    state, outs = {"c": conv.init_state(2)}, []
+    for size in (4, 8, 12, 16):
+        outs.append(conv(x[..., sum(o.shape[-1] for o in outs) * 4:][..., :size], state))
+    torch.testing.assert_close(torch.cat(outs, -1), conv(x))
+
+
+def test_no_lookahead(codec):
+    """Changing the future never changes past codes or audio: the codec is causal."""
+    pcm = speechlike(6 * codec.frame_size)[None, None]
+    other = pcm.clone()
+    other[..., 3 * codec.frame_size:] = torch.randn_like(other[..., 3 * codec.frame_size:])
+    ca, cb = codec.encode(pcm), codec.encode(other)
+    assert torch.equal(ca[..., :3], cb[..., :3])
+    torch.testing.assert_close(codec.decode(ca)[..., :3 * codec.frame_size], codec.decode(cb)[..., :3 * codec.frame_size])
+
+
+def test_fewer_codebooks_and_shapes(codec):
+    pcm = speechlike(1000)  # not a whole number of frames: padded
+    for k in (1, 2, 4):
+        codes = codec.encode(pcm, k)
+        assert codes.shape == (1, k, 2)
+        assert codec.decode(codes).shape == (1, 1, 2 * codec.frame_size)
+
+
+def test_training_pass_gives_finite_losses_and_gradients():
+    torch.manual_seed(0)
+    model = Codec(tiny_cfg()).train()
+    pcm = speechlike(2 * 960)[None, None].repeat(3, 1, 1)
+    audio, codes, latents, commitment, codebook = model(pcm, vq_mix=0.5)
+    loss = (audio - pcm).abs().mean() + commitment + codebook
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert model.encoder.patch.conv.parametrizations.weight.original1.grad.abs().sum() > 0
+
+
+def test_dead_codes_restart():
+    torch.manual_seed(0)
+    model = Codec(tiny_cfg()).train()
+    vq = model.quantizer.quantizers[0]
+    vq.usage[:10] = 0.0
+    z = torch.randn(2, model.cfg.latent_dim, 5)
+    _, z_e = vq.encode(z)
+    before = vq.codebook.weight[:10].clone()
+    assert vq.restart_dead_codes(z_e, threshold=0.02) >= 10
+    assert not torch.allclose(before, vq.codebook.weight[:10])
+
+
+def test_weight_norm_removal_keeps_outputs(codec):
+    pcm = speechlike(3 * codec.frame_size)[None, None]
+    plain = Codec(codec.cfg)
+    plain.load_state_dict(codec.state_dict())
+    plain.eval().remove_weight_norm()
+    torch.testing.assert_close(plain.decode(plain.encode(pcm)), codec.decode(codec.encode(pcm)), atol=1e-5, rtol=1e-4)
+
+
+def test_cli_roundtrip_encode_decode(tmp_path):
+    from train_utils import export_safetensors
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.codec = tiny_cfg()
+    model = Codec(cfg.codec)
+    ckpt = tmp_path / "codec.safetensors"
+    export_safetensors(model.state_dict(), ckpt, cfg)
+    stereo_44k = np.stack([speechlike(44100 // 2, sr=44100).numpy()] * 2, axis=1)
+    sf.write(tmp_path / "in.wav", stereo_44k, 44100)
+    run = lambda *a: subprocess.run([sys.executable, "telugu_codec_fixed.py", *a, "--checkpoint", str(ckpt)],
+                                    capture_output=True, text=True, check=True)
+    run("roundtrip", str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--codebooks", "2")
+    out, sr = sf.read(tmp_path / "out.wav")
+    assert sr == 24000 and out.ndim == 1 and len(out) == 12000
+    run("encode", str(tmp_path / "in.wav"), str(tmp_path / "codes.npz"))
+    run("decode", str(tmp_path / "codes.npz"), str(tmp_path / "dec.wav"))
+    dec, _ = sf.read(tmp_path / "dec.wav")
+    assert len(dec) == 12000
+    loaded = load(ckpt)
+    assert loaded.n_codebooks == 4 and not loaded.training
+    bad = subprocess.run([sys.executable, "telugu_codec_fixed.py", "roundtrip", str(tmp_path / "missing.wav"),
+                          str(tmp_path / "x.wav"), "--checkpoint", str(ckpt)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "error" in bad.stderr
