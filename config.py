@@ -68,6 +68,7 @@ class DiscriminatorConfig:
     stft_channels: int = 16  # DAC: 32
     bands: list[list[float]] = field(
         default_factory=lambda: [[0.0, 0.1], [0.1, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]])
+    grad_clip: float = 10.0  # DAC's discriminator clip
 
 
 @dataclass

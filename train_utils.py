@@ -116,6 +116,14 @@ def epoch_batches(n_items: int, batch_size: int, epoch: int, seed: int, rank: in
     return [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
 
 
+def make_loader(dataset, batches: list[list[int]], train: TrainConfig, rt: Runtime, collate_fn=None):
+    """A DataLoader over precomputed batches. It gets its own generator: a DataLoader otherwise draws
+    its worker seed from the global RNG, and a resumed run would then drift from an unbroken one."""
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=train.num_workers,
+                                       pin_memory=rt.device.type == "cuda", collate_fn=collate_fn,
+                                       generator=torch.Generator())
+
+
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """Randomness of one training item (crop offset, augmentation) from its coordinates, not from a
     stream: it is the same after a resume and the same whatever the number of loader workers."""

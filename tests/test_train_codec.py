@@ -1,0 +1,87 @@
+"""The user's command, run for a few steps through a subprocess (DAC's habit): trains, saves,
+resumes exactly, exports, evaluates."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from audio_io import save_wav, write_manifest
+
+TINY = ["--config", "tiny", "--set", "codec.channels=[16,32]", "--set", "codec.n_codebooks=2",
+        "--set", "codec.codebook_size=32", "--set", "codec.vq_warmup_steps=2",
+        "--set", "discriminator.mpd_channels=4", "--set", "discriminator.stft_channels=4",
+        "--set", "discriminator.periods=[2,3]", "--set", "discriminator.stft_windows=[256]",
+        "--set", "loss.mel_windows=[64,256]", "--set", "loss.mel_bins=[10,40]",
+        "--set", "train_codec.segment_s=0.08", "--set", "train_codec.save_every_steps=2",
+        "--set", "train_codec.eval_every_steps=2", "--set", "train_codec.log_every_steps=1",
+        "--set", "train_codec.warmup_steps=1", "--set", "train_codec.threads=1"]
+
+
+def make_corpus(root, n=6, sr=24000):
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, count in (("train", n), ("val", 2)):
+        for i in range(count):
+            t = np.arange(int(sr * 0.5)) / sr
+            pcm = 0.1 * np.sin(2 * np.pi * (100 + 20 * i) * t) + 0.01 * rng.standard_normal(t.size)
+            path = root / "wavs" / f"{split}{i}.wav"
+            save_wav(path, pcm.astype(np.float32), sr)
+            rows.append(dict(audio=str(path.relative_to(root)), text="పరీక్ష", speaker=f"s{i % 2}", lang="te",
+                             duration=0.5, split=split))
+        write_manifest(root / f"{split}.jsonl", [r for r in rows if r["split"] == split])
+    return root
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "train_codec_dac.py", *args], capture_output=True, text=True)
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.timeout(240)
+def test_train_resume_is_exact_and_exports(tmp_path):
+    data = make_corpus(tmp_path / "data")
+    common = ["--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY]
+    full = run(*common, "--max_steps", "4", "--out_dir", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    half = run(*common, "--max_steps", "4", "--out_dir", str(tmp_path / "half"),
+               "--set", "train_codec.save_every_steps=2")
+    assert half.returncode == 0
+    # Simulate a run killed after step 2: drop the later checkpoints, then resume.
+    for p in (tmp_path / "half").glob("step_*.pt"):
+        if p.name != "step_00000002.pt":
+            p.unlink()
+    resumed = run(*common, "--max_steps", "4", "--out_dir", str(tmp_path / "half"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    a, b = weights(tmp_path / "full" / "step_00000004.pt"), weights(tmp_path / "half" / "step_00000004.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert (tmp_path / "full" / "codec.safetensors").exists()
+    cfg = json.loads((tmp_path / "full" / "codec.json").read_text())
+    assert cfg["codec"]["channels"] == [16, 32]
+    assert list((tmp_path / "full" / "tb").glob("events.*"))
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path):
+    data = make_corpus(tmp_path / "data")
+    common = ["--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY,
+              "--out_dir", str(tmp_path / "run")]
+    assert run(*common, "--max_steps", "4").returncode == 0
+    (tmp_path / "run" / "step_00000004.pt").write_bytes(b"half a checkpoint")  # a torn write
+    resumed = run(*common, "--max_steps", "5", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "skipping unreadable checkpoint" in resumed.stdout
+    assert "at step 2" in resumed.stdout
+
+
+def test_bad_config_key_is_a_clear_error(tmp_path):
+    r = run("--data_dir", str(tmp_path), "--set", "codec.n_codebookz=4")
+    assert r.returncode != 0 and "codec.n_codebookz" in r.stderr
+    r = run("--data_dir", str(tmp_path / "nowhere"), "--config", "tiny")
+    assert r.returncode != 0 and "prepare_speaker_data.py" in r.stderr

@@ -1,0 +1,283 @@
+"""Train the streaming codec with DAC's recipe: multi-scale mel + adversarial + feature matching +
+VQ losses, a multi-period and a multi-band STFT discriminator, AdamW with warm-up and cosine decay.
+
+    python train_codec_dac.py --data_dir data/synthetic --epochs 100 --batch_size 8 --save_every 10
+    torchrun --nproc_per_node 4 train_codec_dac.py --config a6000 --data_dir data/prepared
+    python train_codec_dac.py --resume            # continue the run in out_dir exactly
+    python train_codec_dac.py --eval --checkpoint checkpoints/codec.safetensors --manifest M
+
+One visible loop below (nanoGPT's train.py): setup, data, schedule, step, eval, checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+import train_utils as tu
+from audio_io import load_audio, read_manifest
+from config import ConfigError, add_train_args, config_from_args, to_dict
+from discriminator_dac import Discriminator, MultiScaleMelLoss, discriminator_loss, generator_losses
+from telugu_codec_fixed import Codec
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+class Crops(torch.utils.data.Dataset):
+    """Random fixed-length crops of the manifest's clips. The crop of item i in epoch e is fixed by
+    (seed, e, i), so a resumed run sees exactly the audio it would have seen."""
+
+    def __init__(self, manifest, segment: int, sample_rate: int, seed: int):
+        rows = list(read_manifest(manifest))
+        if not rows:
+            raise SystemExit(f"{manifest}: no utterances")
+        self.paths = [r["audio"] for r in rows]
+        self.durations = [float(r["duration"]) for r in rows]
+        self.segment, self.sr, self.seed, self.epoch = segment, sample_rate, seed, 0
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        rng = tu.item_rng(self.seed, self.epoch, i)
+        path = self.paths[i]
+        info = sf.info(path)
+        if info.samplerate == self.sr and info.channels == 1:  # the prepared corpora: read only the crop
+            start = int(rng.integers(0, max(1, info.frames - self.segment + 1)))
+            pcm, _ = sf.read(path, start=start, frames=self.segment, dtype="float32")
+        else:
+            pcm = load_audio(path, self.sr)
+            start = int(rng.integers(0, max(1, len(pcm) - self.segment + 1)))
+            pcm = pcm[start:start + self.segment]
+        pcm = np.pad(pcm, (0, self.segment - len(pcm)))
+        pcm = pcm * float(10 ** (rng.uniform(-6, 3) / 20))  # level changes: the codec must not care
+        return torch.from_numpy(np.clip(pcm, -1, 1).astype(np.float32))[None]
+
+
+def delayed(target, delay):
+    """The codec's output lags its input by `delay` samples; compare like with like."""
+    return F.pad(target, (delay, 0))[..., : target.shape[-1]]
+
+
+# --- evaluation during training -----------------------------------------------------------------
+
+@torch.no_grad()
+def validate(model, clips, mel_loss, device, n_q_list):
+    """Mel distance and SI-SDR on whole held-out clips at several bitrates (cheap; codec_eval.py
+    has PESQ/STOI/Opus)."""
+    model.eval()
+    out = {}
+    for k in n_q_list:
+        mels, sdrs = [], []
+        for pcm in clips:
+            x = pcm.to(device)[None, None]
+            y = model.decode(model.encode(x, k))[..., : x.shape[-1]]
+            ref = delayed(x, model.delay)
+            mels.append(mel_loss(y, ref).item())
+            r, e = ref.flatten()[model.delay:], y.flatten()[model.delay:]
+            proj = (e @ r) / (r @ r + 1e-9) * r
+            sdrs.append(10 * math.log10((proj @ proj).item() / (((e - proj) @ (e - proj)).item() + 1e-9) + 1e-9))
+        out[f"mel_{k}cb"], out[f"sisdr_{k}cb"] = float(np.mean(mels)), float(np.mean(sdrs))
+    model.train()
+    return out
+
+
+def mel_image(pcm, sr):
+    import librosa
+    mel = librosa.feature.melspectrogram(y=pcm, sr=sr, n_fft=1024, hop_length=256, n_mels=80)
+    db = librosa.power_to_db(mel, ref=np.max)
+    return ((db - db.min()) / (db.max() - db.min() + 1e-9))[::-1][None]  # [1, H, W] for add_image
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = add_train_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    parser.add_argument("--eval", action="store_true", help="evaluate a checkpoint (codec_eval.py) and exit")
+    parser.add_argument("--checkpoint", help="with --eval: the codec .safetensors")
+    parser.add_argument("--manifest", help="with --eval: the JSONL manifest of held-out clips")
+    parser.add_argument("--export", help="also write the final weights here (fp16 safetensors + JSON)")
+    args, rest = parser.parse_known_args(argv)
+    if args.eval:
+        import codec_eval
+        ev = (["--checkpoint", args.checkpoint] if args.checkpoint else []) + \
+             (["--manifest", args.manifest] if args.manifest else [])
+        return codec_eval.main(ev + rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        cfg = config_from_args(args, "train_codec")
+    except ConfigError as e:
+        parser.error(str(e))
+    train = cfg.train_codec
+    rt = tu.setup_runtime(train)
+    out_dir = Path(train.out_dir)
+    data_dir = Path(cfg.data.data_dir)
+    train_manifest = data_dir / cfg.data.train_manifest
+    if not train_manifest.exists():
+        raise SystemExit(f"no training manifest at {train_manifest}: build one with "
+                         f"`python prepare_speaker_data.py --synthetic --out {data_dir}`")
+
+    segment = int(train.segment_s * cfg.codec.sample_rate) // cfg.codec.frame_size * cfg.codec.frame_size
+    dataset = Crops(train_manifest, segment, cfg.codec.sample_rate, train.seed)
+    val_manifest = data_dir / cfg.data.val_manifest
+    val_clips = []
+    if rt.is_main and val_manifest.exists():
+        for row in list(read_manifest(val_manifest))[:8]:
+            val_clips.append(torch.from_numpy(load_audio(row["audio"], cfg.codec.sample_rate)))
+
+    model = Codec(cfg.codec).to(rt.device)
+    disc = Discriminator(cfg.discriminator).to(rt.device)
+    mel_loss = MultiScaleMelLoss(cfg.codec.sample_rate, cfg.loss.mel_windows, cfg.loss.mel_bins).to(rt.device)
+    opt_g = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+
+    ckpts = tu.Checkpoints(out_dir, train.keep_checkpoints)
+    step, epoch, batch_in_epoch, elapsed = 0, 0, 0, 0.0
+    state, path = tu.resolve_resume(args.resume, ckpts)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        elapsed = state.get("elapsed_s", 0.0)
+        tu.set_rng_state(state["rng"])
+        if rt.is_main:
+            print(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+
+    gen, dis = model, disc
+    if rt.ddp:
+        gen = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        dis = DDP(disc, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    if train.compile:
+        gen, dis = torch.compile(gen), torch.compile(dis)
+
+    n_batches = len(tu.epoch_batches(len(dataset), train.batch_size, 0, train.seed, rt.rank, rt.world_size))
+    total_steps = train.max_steps or n_batches * train.epochs // train.grad_accum
+    writer = tu.tensorboard(rt, out_dir)
+    lw = cfg.loss
+
+    def save():
+        state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                 "elapsed_s": elapsed, "rng": tu.rng_state(), "config": to_dict(cfg)}
+        return ckpts.save(state, step, cfg)
+
+    if rt.is_main:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"codec {n_params / 1e6:.2f} M params, {len(dataset)} clips, {n_batches} batches/epoch, "
+              f"{total_steps} steps, device {rt.device}, world {rt.world_size}")
+    bar = tqdm(total=total_steps, initial=step, disable=not rt.is_main, desc="codec", dynamic_ncols=True)
+    done = step >= total_steps
+    while not done and epoch < train.epochs:
+        dataset.epoch = epoch
+        batches = tu.epoch_batches(len(dataset), train.batch_size, epoch, train.seed, rt.rank, rt.world_size)
+        loader = tu.make_loader(dataset, batches[batch_in_epoch:], train, rt)
+        for pcm in loader:
+            t0 = time.time()
+            x = pcm.to(rt.device, non_blocking=True)
+            target = delayed(x, model.delay)
+            lr = tu.lr_at(step, train, total_steps)
+            tu.set_lr(opt_g, lr)
+            tu.set_lr(opt_d, lr)
+            vq_mix = min(1.0, step / max(1, cfg.codec.vq_warmup_steps))
+            use_gan = step >= lw.gan_start_step
+            with rt.autocast():
+                y, codes, latents, commitment, codebook = gen(x, vq_mix)
+            y = y.float()
+
+            logs = {}
+            if use_gan:  # discriminator step first, on a detached generator output
+                with rt.autocast():
+                    loss_d = discriminator_loss(dis(y.detach()), dis(target))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.discriminator.grad_clip).item()
+                opt_d.step()
+                logs["loss_d"] = loss_d.item()
+
+            loss_mel = mel_loss(y, target)
+            loss = lw.mel_weight * loss_mel + cfg.codec.commitment_weight * commitment + cfg.codec.codebook_weight * codebook
+            if use_gan:
+                with rt.autocast():
+                    adv, feat = generator_losses(dis(y), dis(target))
+                loss = loss + lw.adv_weight * adv + lw.feat_weight * feat
+                logs.update(adv=adv.item(), feat=feat.item())
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            logs["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip).item()
+            opt_g.step()
+
+            if step % 100 == 0 and step >= cfg.codec.vq_warmup_steps // 2:
+                restarted = 0
+                for vq, z_e in zip(model.quantizer.quantizers, latents):
+                    restarted += vq.restart_dead_codes(z_e, cfg.codec.dead_code_threshold)
+                    if rt.ddp:  # every rank must keep the same codebooks
+                        dist.broadcast(vq.codebook.weight.data, 0)
+                        dist.broadcast(vq.usage, 0)
+                logs["dead_codes_restarted"] = restarted
+
+            step += 1
+            batch_in_epoch += 1
+            elapsed += time.time() - t0
+            logs.update(loss=loss.item(), mel=loss_mel.item(), commitment=commitment.item(),
+                        codebook=codebook.item(), lr=lr, vq_mix=vq_mix)
+            bar.update(1)
+            bar.set_postfix(mel=f"{loss_mel.item():.3f}", d=f"{logs.get('loss_d', 0):.2f}")
+            if writer and step % train.log_every_steps == 0:
+                for k, v in logs.items():
+                    writer.add_scalar(f"train/{k}", v, step)
+                for i, vq in enumerate(model.quantizer.quantizers):
+                    p = vq.usage / vq.usage.sum()
+                    writer.add_scalar(f"codes/entropy_bits_{i}", float(-(p * (p + 1e-12).log2()).sum()), step)
+            if rt.is_main and val_clips and step % train.eval_every_steps == 0:
+                metrics = validate(model, val_clips, mel_loss, rt.device, sorted({1, cfg.codec.n_codebooks // 2, cfg.codec.n_codebooks}))
+                tqdm.write(f"step {step} val " + " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+                if writer:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"val/{k}", v, step)
+                    with torch.no_grad():
+                        model.eval()
+                        clip = val_clips[0].to(rt.device)[None, None]
+                        rec = model.decode(model.encode(clip))[0, 0, model.delay:].cpu().numpy()
+                        model.train()
+                    writer.add_audio("val/reconstruction", rec, step, sample_rate=cfg.codec.sample_rate)
+                    writer.add_audio("val/original", val_clips[0].numpy(), step, sample_rate=cfg.codec.sample_rate)
+                    writer.add_image("val/mel_reconstruction", mel_image(rec, cfg.codec.sample_rate), step)
+            if rt.is_main and step % train.save_every_steps == 0:
+                save()
+            if step >= total_steps:
+                done = True
+                break
+        else:
+            epoch += 1
+            batch_in_epoch = 0
+            if rt.is_main and train.save_every and epoch % train.save_every == 0:
+                save()
+    bar.close()
+    if rt.is_main:
+        save()
+        final = out_dir / "codec.safetensors"
+        tu.export_safetensors(model.state_dict(), final, cfg, fp16=False)
+        if args.export:
+            tu.export_safetensors(model.state_dict(), args.export, cfg, fp16=True,
+                                  metadata={"step": step, "elapsed_s": round(elapsed)})
+        print(f"done at step {step} ({elapsed / 60:.1f} min of training): {final}")
+        if writer:
+            writer.close()
+    tu.cleanup(rt)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
