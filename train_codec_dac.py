@@ -211,7 +211,9 @@ def main(argv=None):
             loss = lw.mel_weight * loss_mel + cfg.codec.commitment_weight * commitment + cfg.codec.codebook_weight * codebook
             if use_gan:
                 with rt.autocast():
-                    adv, feat = generator_losses(dis(y), dis(target))
+                    with torch.no_grad():  # real features are only targets for feature matching
+                        d_real = dis(target)
+                    adv, feat = generator_losses(dis(y), d_real)
                 loss = loss + lw.adv_weight * adv + lw.feat_weight * feat
                 logs.update(adv=adv.item(), feat=feat.item())
             opt_g.zero_grad(set_to_none=True)
