@@ -1,0 +1,141 @@
+"""codec_eval: the metrics, the Opus round trip and its alignment, evaluate() on a tiny codec, and
+the user's command through a subprocess."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import codec_eval
+from audio_io import save_wav, write_manifest
+from config import CodecConfig, Config
+from telugu_codec_fixed import Codec
+from train_utils import export_safetensors
+
+ROOT = Path(__file__).resolve().parent.parent
+SR = 24000
+torch.set_num_threads(1)
+
+
+def speech_like(seconds=1.0, sr=SR, f0=140.0, seed=0):
+    """A voiced vowel-ish signal: harmonics of a gliding f0 under two formant-like bumps, with a
+    4 Hz syllable-rate amplitude envelope and a little breath noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 1.5 * t))) / sr
+    pcm = np.zeros_like(t)
+    for h in range(1, 30):
+        freq = h * f0
+        if freq > 0.45 * sr:
+            break
+        gain = np.exp(-((freq - 600) / 250) ** 2) + 0.6 * np.exp(-((freq - 1700) / 400) ** 2) + 0.05
+        pcm += gain / h**0.5 * np.sin(h * phase)
+    pcm *= 0.5 * (1 - np.cos(2 * np.pi * 4 * t)) / 2 + 0.05
+    pcm += 0.003 * rng.standard_normal(t.size)
+    return (0.3 * pcm / np.abs(pcm).max()).astype(np.float32)
+
+
+def tiny_codec():
+    torch.manual_seed(0)
+    return Codec(CodecConfig(channels=[32, 64], n_codebooks=2, codebook_size=16)).eval()
+
+
+def test_si_sdr_of_itself_and_of_known_noise():
+    x = speech_like()
+    assert codec_eval.si_sdr(x, x) > 60
+    assert codec_eval.si_sdr(x, 0.5 * x) > 60  # scale-invariant
+    rng = np.random.default_rng(1)
+    for snr_db in (0.0, 10.0, 20.0):
+        noise = rng.standard_normal(x.size)
+        noise *= np.sqrt(np.mean(x.astype(np.float64) ** 2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+        assert codec_eval.si_sdr(x, x + noise) == pytest.approx(snr_db, abs=0.5)
+
+
+def test_alignment_undoes_a_small_shift():
+    x = speech_like()
+    late = np.concatenate([np.zeros(7, np.float32), x])
+    aligned, lag = codec_eval.align(x, late, max_lag=24)
+    assert lag == 7 and len(aligned) == len(x)
+    assert codec_eval.si_sdr(x, aligned) > 40
+
+
+def test_opus_roundtrip_keeps_length_alignment_and_intelligibility():
+    x = speech_like()
+    y, kbps = codec_eval.opus_roundtrip(x, SR, 12)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert 0.5 * np.abs(x).max() < np.abs(y).max() < 2 * np.abs(x).max()  # float scale, not int16
+    assert abs(codec_eval.measured_lag(x, y, 240)) <= 3  # the pre-skip is gone
+    assert 6 < kbps < 18
+    assert codec_eval.stoi(x, y, SR) > 0.8
+
+
+def test_evaluate_tiny_codec_gives_finite_scores_for_every_system():
+    codec = tiny_codec()
+    clips = {"a": speech_like(0.8, seed=0), "b": speech_like(0.8, f0=210.0, seed=1)}
+    result = codec_eval.evaluate(codec, clips, opus_kbps=(8, 12), progress=False)
+    names = {"codec_1cb_100bps", "codec_2cb_200bps", "opus_8kbps", "opus_12kbps"}
+    assert set(result["systems"]) == names
+    assert result["clips"] == 2 and result["clip_names"] == ["a", "b"]
+    for system in result["systems"].values():
+        for metric in codec_eval.METRICS:
+            assert system[metric]["n"] == 2 and math.isfinite(system[metric]["mean"]), (metric, system)
+    assert result["systems"]["opus_12kbps"]["stoi"]["mean"] > 0.8
+    table = codec_eval.format_table(result)
+    assert all(name in table for name in names)
+    with pytest.raises(ValueError):
+        codec_eval.evaluate(codec, clips, codebooks=[4], opus_kbps=(), progress=False)
+
+
+def test_load_clips_is_a_seeded_sample(tmp_path):
+    rows = []
+    for i in range(5):
+        save_wav(tmp_path / f"c{i}.wav", speech_like(0.2, sr=16000, seed=i), 16000)
+        rows.append(dict(audio=f"c{i}.wav", text="", speaker="s", lang="te", duration=0.2, split="test"))
+    write_manifest(tmp_path / "m.jsonl", rows)
+    first = codec_eval.load_clips(tmp_path / "m.jsonl", limit=3, seed=5)
+    assert list(first) == list(codec_eval.load_clips(tmp_path / "m.jsonl", limit=3, seed=5))
+    assert len(first) == 3 and all(len(x) == int(0.2 * SR) for x in first.values())  # resampled to 24 kHz
+    assert len(codec_eval.load_folder_clips(tmp_path)) == 5
+
+
+def test_cli_writes_json(tmp_path):
+    cfg = Config()
+    cfg.codec = CodecConfig(channels=[32, 64], n_codebooks=2, codebook_size=16)
+    export_safetensors(tiny_codec().state_dict(), tmp_path / "codec.safetensors", cfg)
+    rows = []
+    for i in range(2):
+        save_wav(tmp_path / f"u{i}.wav", speech_like(0.8, f0=120.0 + 60 * i, seed=i), SR)
+        rows.append(dict(audio=f"u{i}.wav", text="", speaker="s", lang="te", duration=0.8, split="test"))
+    write_manifest(tmp_path / "test.jsonl", rows)
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "codec_eval.py"), "--checkpoint", str(tmp_path / "codec.safetensors"),
+                           "--manifest", str(tmp_path / "test.jsonl"), "--json", str(out), "--opus_kbps", "8"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["clips"] == 2
+    assert set(result["systems"]) == {"codec_1cb_100bps", "codec_2cb_200bps", "opus_8kbps"}
+    assert "| opus_8kbps |" in proc.stdout
+
+
+def test_curve_scores_every_training_checkpoint(tmp_path):
+    from config import to_dict
+
+    cfg = Config()
+    cfg.codec = CodecConfig(channels=[32, 64], n_codebooks=2, codebook_size=16)
+    for step, elapsed in ((2, 60.0), (4, 120.0)):
+        torch.save({"model": tiny_codec().state_dict(), "config": to_dict(cfg), "elapsed_s": elapsed},
+                   tmp_path / f"step_{step:08d}.pt")
+    save_wav(tmp_path / "u.wav", speech_like(0.8), SR)
+    write_manifest(tmp_path / "val.jsonl", [dict(audio="u.wav", text="", speaker="s", lang="te",
+                                                 duration=0.8, split="val")])
+    codec_eval.main(["--curve", str(tmp_path), "--manifest", str(tmp_path / "val.jsonl"),
+                     "--plot", str(tmp_path / "curve.png"), "--json", str(tmp_path / "curve.json")])
+    rows = json.loads((tmp_path / "curve.json").read_text())["curve"]
+    assert [(r["step"], r["elapsed_s"]) for r in rows] == [(2, 60.0), (4, 120.0)]
+    assert all(math.isfinite(r["stoi"]) and math.isfinite(r["pesq_wb"]) for r in rows)
+    assert (tmp_path / "curve.png").stat().st_size > 0
