@@ -115,6 +115,20 @@ class S2SConfig:
 
 
 @dataclass
+class ContextConfig:
+    """One conversation's bookkeeping (context_manager.py)."""
+    vad_margin_db: float = 12.0  # speech = this far above the tracked noise floor
+    vad_min_db: float = -55.0  # ... and above this absolute level (dBFS)
+    vad_onset_frames: int = 2  # frames of speech before a side counts as speaking
+    vad_hangover_frames: int = 8  # frames of silence before it stops (320 ms: pauses inside a turn)
+    barge_in_frames: int = 3  # user speech over the agent for 120 ms = an interruption, not a backchannel
+    yield_frames: int = 25  # after a barge-in the agent stays silent this long unless the user stops
+    text_lag_frames: int = 25  # transcript pieces this late still belong to the turn that ended
+    history_turns: int = 200  # turns kept with text; older ones are dropped (hour-long sessions)
+    timing_window: int = 1500  # frames of per-frame timings kept for percentiles (60 s)
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 100
     max_steps: int = 0  # 0: run the epochs; >0 stops there (useful for time-boxed CPU runs)
@@ -172,6 +186,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train_codec: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/codec"))
     train_speakers: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/speakers"))

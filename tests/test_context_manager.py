@@ -1,0 +1,88 @@
+"""The context manager on scripted frame sequences: turn states, barge-in, backchannels, history,
+bounded memory."""
+import numpy as np
+
+from config import ContextConfig
+from context_manager import INTERRUPTED, LISTENING, SPEAKING, THINKING, ContextManager, VoiceActivity
+
+N = 960
+rng = np.random.default_rng(0)
+
+
+def silence():
+    return (1e-4 * rng.standard_normal(N)).astype(np.float32)
+
+
+def speech():
+    t = np.arange(N) / 24000
+    return (0.1 * np.sin(2 * np.pi * 150 * t) + 1e-4 * rng.standard_normal(N)).astype(np.float32)
+
+
+def run(cm, script):
+    """script: list of (n_frames, user_on, agent_on, user_text, agent_text); returns FrameResults."""
+    out = []
+    for n, u, a, ut, at in script:
+        for i in range(n):
+            out.append(cm.update(speech() if u else silence(), speech() if a else silence(),
+                                 ut if i == min(3, n - 1) else "", at if i == min(3, n - 1) else "",
+                                 {"step_ms": 5.0}))  # text lags the audio by a few frames
+    return out
+
+
+def test_vad_onset_and_hangover():
+    vad = VoiceActivity(ContextConfig())
+    states = [vad.update(silence()) for _ in range(20)]
+    states += [vad.update(speech()) for _ in range(10)]
+    states += [vad.update(silence()) for _ in range(20)]
+    assert not any(states[:20])
+    assert states[21] and all(states[22:30])  # on after 2 frames
+    assert all(states[30:37]) and not any(states[38:])  # off after 8 frames of silence
+
+
+def test_turn_taking_states_and_response_gap():
+    cm = ContextManager()
+    res = run(cm, [(20, 0, 0, "", ""), (25, 1, 0, "ఈ రోజు", ""), (5, 0, 0, " ఏ వారం", ""),
+                   (6, 0, 0, "", ""), (30, 0, 1, "", "ఈ రోజు సోమవారం"), (20, 0, 0, "", "")])
+    states = [r.state for r in res]
+    assert states[0] == LISTENING
+    assert THINKING in states[45:75]
+    assert SPEAKING in states[75:110]
+    assert states[-1] == LISTENING
+    turns = cm.transcript()
+    assert [t["side"] for t in turns] == ["user", "agent"]
+    assert turns[0]["text"] == "ఈ రోజు ఏ వారం"  # the lagging transcript piece joined the user's turn
+    assert turns[1]["text"] == "ఈ రోజు సోమవారం" and not turns[1]["interrupted"]
+    gap = cm.stats()["response_gap_ms"]["p50"]
+    assert 0 < gap <= 400
+
+
+def test_barge_in_mutes_agent_within_a_few_frames():
+    cm = ContextManager()
+    res = run(cm, [(10, 0, 0, "", ""), (20, 0, 1, "", "నమస్కారం"), (15, 1, 1, "ఆపండి", ""), (30, 0, 0, "", "")])
+    onset = 30
+    barge = [i for i, r in enumerate(res) if "barge_in" in r.events]
+    assert len(barge) == 1
+    assert barge[0] - onset <= 5  # VAD onset + barge_in_frames: within 200 ms
+    assert res[barge[0]].mute_agent and res[barge[0]].state == INTERRUPTED
+    assert all(r.mute_agent for r in res[barge[0]:onset + 15])  # agent stays quiet while the user talks
+    assert not res[-1].mute_agent and res[-1].state == THINKING  # the user spoke; the agent may answer
+    agent_turns = [t for t in cm.transcript() if t["side"] == "agent"]
+    assert agent_turns[0]["interrupted"]
+    assert cm.stats()["barge_ins"] == 1
+
+
+def test_backchannel_does_not_interrupt():
+    cm = ContextManager()
+    res = run(cm, [(10, 0, 0, "", ""), (20, 0, 1, "", "సమాధానం"), (2, 1, 1, "ఊ", ""), (20, 0, 1, "", "")])
+    assert not any("barge_in" in r.events for r in res)
+    assert not any(r.mute_agent for r in res)
+
+
+def test_memory_stays_bounded_over_an_hour():
+    cfg = ContextConfig(history_turns=10, timing_window=100)
+    cm = ContextManager(cfg)
+    for _ in range(300):  # 300 short exchanges
+        run(cm, [(3, 1, 0, "ప్రశ్న", ""), (9, 0, 0, "", ""), (3, 0, 1, "", "జవాబు"), (9, 0, 0, "", "")])
+    assert len(cm.history) == 10
+    assert len(cm.timings["step_ms"]) == 100
+    assert cm.percentiles("step_ms")["p50"] == 5.0
