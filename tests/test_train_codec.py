@@ -85,3 +85,17 @@ def test_bad_config_key_is_a_clear_error(tmp_path):
     assert r.returncode != 0 and "codec.n_codebookz" in r.stderr
     r = run("--data_dir", str(tmp_path / "nowhere"), "--config", "tiny")
     assert r.returncode != 0 and "prepare_speaker_data.py" in r.stderr
+
+
+@pytest.mark.timeout(240)
+def test_torchrun_two_gloo_processes(tmp_path):
+    """DDP on CPU (gloo): two ranks train in step and only rank 0 writes."""
+    data = make_corpus(tmp_path / "data", n=8)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+                        "train_codec_dac.py", "--data_dir", str(data), "--batch_size", "2", "--epochs", "2", *TINY,
+                        "--set", "loss.gan_start_step=0", "--max_steps", "3", "--out_dir", str(tmp_path / "ddp")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world 2" in r.stdout
+    assert (tmp_path / "ddp" / "step_00000003.pt").exists()
+    assert r.stdout.count("done at step 3") == 1  # rank 0 only
