@@ -1,0 +1,754 @@
+"""The full-duplex Telugu speech-to-speech model: a Moshi-style RQ-transformer, small enough to
+step once per 40 ms frame on one CPU thread.
+
+    per frame t:  user stream(t) + agent text(t-1) + agent codes(t-1, delayed) + user text(t-1) + voice
+                  -> temporal transformer (causal over frames, sliding-window KV cache) -> h_t
+                  h_t -> user-text head (streaming transcript of what the user has said)
+                  h_t -> agent-text head (the agent's inner monologue)
+                  h_t -> depth transformer over the K agent codebooks: step k reads proj_k(h_t) +
+                         the token before it (agent text for k=0, codebook k-1 otherwise)
+
+Time alignment ("step" s = one temporal step = one 40 ms frame; delay d = cfg.acoustic_delay):
+
+    step s predicts | user text[s], agent text[s], codebook 0 of frame s, codebooks 1..K-1 of frame s-d
+    step s reads    | user input of frame s, and the tokens step s-1 predicted (the "start" token
+                    | at s = 0, the "empty" code while a delayed codebook has no frame yet)
+
+The delay (Moshi) lets codebooks 1.. of a frame be predicted one step later, once the temporal
+transformer has read that frame's codebook 0: the coarse code steers the fine ones. `apply_delay`
+maps frame-time codes [B, K, T] to step time and `undo_delay` back; training and streaming both go
+through them. With d = 1 the streaming generator's first agent frame comes out at step 1.
+
+Batch (all time axes are frames of the codec, T of them; channels first, as the codec gives them):
+    user         "mel":    pcm float [B, 1, T * frame_size] (or [B, T * frame_size]); the model
+                           takes the log-mel itself (80 mels, 10 ms hop, 4 vectors per frame)
+                 "latent": codec.latent(pcm), float [B, latent_dim, T]
+                 "codes":  codec.encode(pcm), long [B, >=K, T] (the first K codebooks are read)
+    agent_codes  long [B, >=K, T]: codec.encode of the agent's channel, frame time (not delayed)
+    agent_text   long [B, T]: frame-aligned agent text (Tokenizer.align_words, anchor="start")
+    user_text    long [B, T]: frame-aligned user transcript (align_words, anchor="end")
+    voice        float [B, voice_dim] or absent: the agent voice's speaker embedding (zeros = none)
+    mask         bool [B, T] or absent: True on real frames, False on batch padding
+
+`forward(batch)` returns logits in step time: user_text [B, T, V], agent_text [B, T, V],
+agent_codes [B, K, T, card] (aligned with apply_delay(agent_codes)). `loss(batch)` weighs them.
+
+Streaming: `gen = model.streaming(voice=...)`; `out = gen.step(user_frame)` once per frame; each
+generator owns its KV caches and previous tokens, so any number of conversations can share a model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from config import Config, config_json_path, from_dict
+from telugu_tokenizer import PAD_ID
+
+ROOT = Path(__file__).resolve().parent
+SHIPPED = ROOT / "checkpoints" / "s2s.safetensors"
+N_MELS = 80
+PAD_LOSS_WEIGHT = 0.5  # Moshi halves the loss on text padding, which fills most frames
+
+
+# --- layers -------------------------------------------------------------------------------------
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5, init: float = 1.0):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x):
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+def rope(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
+    """cos, sin [T, head_dim / 2] for absolute positions. The angles are taken in float64: an
+    hour is 90,000 frames, where float32 angles would lose about 0.01 rad."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x, cos, sin):  # x [B, H, T, D], cos/sin [T, D/2]
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class KVCache:
+    """A fixed ring buffer of `capacity` keys and values for one attention layer.
+
+    The key of position p is written, already rotated by RoPE at p, into slot p % capacity. Since
+    attention over a set of keys does not depend on their order, the ring never needs shifting:
+    once full, each new frame overwrites the oldest one, the query at position p sees exactly
+    positions p - capacity + 1 .. p (the training mask's window), memory and step time stay
+    constant, and positions keep counting up for as long as the conversation runs."""
+
+    def __init__(self, batch: int, n_heads: int, head_dim: int, capacity: int, device=None):
+        self.capacity = capacity
+        self.k = torch.zeros(batch, n_heads, capacity, head_dim, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.count = 0  # positions written since reset
+
+    def reset(self):
+        self.count = 0
+
+    @property
+    def length(self) -> int:
+        return min(self.count, self.capacity)
+
+    def append(self, k, v):
+        """k, v [B, H, 1, D] -> all cached keys and values [B, H, length, D], this one included."""
+        slot = self.count % self.capacity
+        self.k[:, :, slot] = k[:, :, 0]
+        self.v[:, :, slot] = v[:, :, 0]
+        self.count += 1
+        n = self.length  # slots fill in order from 0, so the valid ones are a prefix
+        return self.k[:, :, :n], self.v[:, :, :n]
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, n_layers: int):
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.out.residual_layers = n_layers  # scaled init (nanoGPT's c_proj)
+        self.dropout = dropout
+
+    def _heads(self, x):
+        B, T, _ = x.shape
+        return self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x, cos, sin, mask=None):
+        """Whole sequence; mask None = plain causal, else a bool [T, T] (True = may attend)."""
+        B, T, C = x.shape
+        q, k, v = self._heads(x)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+    def step(self, x, cos, sin, cache: KVCache):
+        """One new position x [B, 1, C] attending to itself and the cached ones."""
+        B, _, C = x.shape
+        q, k, v = self._heads(x)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        keys, values = cache.append(k, v)
+        y = F.scaled_dot_product_attention(q, keys, values)
+        return self.out(y.transpose(1, 2).reshape(B, 1, C))
+
+
+class MLP(nn.Module):
+    """Gated (SwiGLU) feed-forward; both input projections in one matmul."""
+
+    def __init__(self, d_model: int, n_layers: int):
+        super().__init__()
+        hidden = 64 * math.ceil(8 * d_model / 3 / 64)
+        self.inp = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.out = nn.Linear(hidden, d_model, bias=False)
+        self.out.residual_layers = n_layers
+
+    def forward(self, x):
+        gate, up = self.inp(x).chunk(2, dim=-1)
+        return self.out(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, n_layers: int):
+        super().__init__()
+        self.norm1, self.norm2 = RMSNorm(d_model), RMSNorm(d_model)
+        self.attn = Attention(d_model, n_heads, dropout, n_layers)
+        self.mlp = MLP(d_model, n_layers)
+        self.dropout = dropout
+
+    def forward(self, x, cos, sin, mask=None):
+        x = x + F.dropout(self.attn(self.norm1(x), cos, sin, mask), self.dropout, self.training)
+        return x + F.dropout(self.mlp(self.norm2(x)), self.dropout, self.training)
+
+    def step(self, x, cos, sin, cache):
+        x = x + self.attn.step(self.norm1(x), cos, sin, cache)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """Pre-norm causal transformer with RoPE. `window` limits how far back a position looks
+    (the temporal transformer's context_frames); None looks at everything before it."""
+
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float, window: int | None = None):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout, n_layers) for _ in range(n_layers))
+        self.norm = RMSNorm(d_model)
+        self.n_heads, self.head_dim, self.window = n_heads, d_model // n_heads, window
+
+    def forward(self, x, start: int = 0):
+        T = x.shape[1]
+        cos, sin = rope(torch.arange(start, start + T, device=x.device), self.head_dim)
+        mask = None
+        if self.window is not None and T > self.window:
+            i = torch.arange(T, device=x.device)
+            mask = (i[None] <= i[:, None]) & (i[None] > i[:, None] - self.window)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask)
+        return self.norm(x)
+
+    def new_caches(self, batch: int, capacity: int, device=None) -> list[KVCache]:
+        return [KVCache(batch, self.n_heads, self.head_dim, capacity, device) for _ in self.blocks]
+
+    def step(self, x, cos, sin, caches: list[KVCache]):
+        for block, cache in zip(self.blocks, caches):
+            x = block.step(x, cos, sin, cache)
+        return self.norm(x)
+
+
+class LogMel(nn.Module):
+    """Causal log-mel features at 100 Hz: 20 ms Hann windows ending on each 10 ms hop, so frame t's
+    `frame_size` samples give frame_size / hop vectors, using `context` samples before them."""
+
+    def __init__(self, sample_rate: int, frame_size: int, n_mels: int = N_MELS):
+        super().__init__()
+        import librosa.filters
+
+        self.hop = sample_rate // 100
+        if frame_size % self.hop:
+            raise ValueError(f"frame_size {frame_size} is not a whole number of 10 ms hops")
+        self.win = 2 * self.hop
+        self.n_fft = 1 << (self.win - 1).bit_length()
+        self.context = self.win - self.hop
+        self.dim = frame_size // self.hop * n_mels
+        fb = librosa.filters.mel(sr=sample_rate, n_fft=self.n_fft, n_mels=n_mels)
+        self.register_buffer("fb", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.win), persistent=False)
+
+    def forward(self, pcm, history=None):
+        """pcm [B, n * frame_size] -> [B, n, dim]; history [B, context]: the samples before pcm
+        (zeros at the start of a conversation or a training crop)."""
+        if history is None:
+            history = pcm.new_zeros(pcm.shape[0], self.context)
+        frames = torch.cat([history, pcm], dim=-1).unfold(-1, self.win, self.hop)
+        power = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().square()
+        feats = torch.log(power @ self.fb.T + 1e-6)
+        return feats.reshape(pcm.shape[0], -1, self.dim)
+
+
+# --- acoustic delay ------------------------------------------------------------------------------
+
+def apply_delay(codes, delay: int, fill: int):
+    """Frame time -> step time: codebook 0 stays, codebooks 1.. move `delay` steps later.
+    codes [B, K, T] -> [B, K, T]; the first `delay` steps of codebooks 1.. hold `fill` (the empty
+    token) and their last `delay` frames fall off the end (pad T by `delay` frames to keep them)."""
+    if delay == 0 or codes.shape[-1] == 0:
+        return codes.clone()
+    out = torch.full_like(codes, fill)
+    out[:, 0] = codes[:, 0]
+    out[:, 1:, delay:] = codes[:, 1:, :-delay]
+    return out
+
+
+def undo_delay(delayed, delay: int, fill: int):
+    """Step time -> frame time, the inverse of apply_delay; codebooks 1.. of the last `delay`
+    frames are not in `delayed` yet and come back as `fill`."""
+    if delay == 0 or delayed.shape[-1] == 0:
+        return delayed.clone()
+    out = torch.full_like(delayed, fill)
+    out[:, 0] = delayed[:, 0]
+    out[:, 1:, :-delay] = delayed[:, 1:, delay:]
+    return out
+
+
+def _shift_right(x, first):
+    """The token each step reads: the previous step's, `first` at step 0. x [..., T]."""
+    return torch.cat([torch.full_like(x[..., :1], first), x[..., :-1]], dim=-1)
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+class S2SModel(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        s = cfg.s2s
+        if s.text_vocab_size <= 0:
+            raise ValueError("s2s.text_vocab_size is not set: use the tokenizer's vocab_size "
+                             "(telugu_tokenizer.Tokenizer.load().vocab_size)")
+        if s.user_input not in ("mel", "latent", "codes"):
+            raise ValueError(f"s2s.user_input must be mel, latent or codes, got {s.user_input!r}")
+        if not 1 <= s.n_codebooks <= cfg.codec.n_codebooks:
+            raise ValueError(f"s2s.n_codebooks {s.n_codebooks} must be 1..codec.n_codebooks ({cfg.codec.n_codebooks})")
+        self.config = cfg
+        self.cfg = s
+        self.n_codebooks = K = s.n_codebooks
+        self.card = card = cfg.codec.codebook_size
+        self.text_vocab = V = s.text_vocab_size
+        self.frame_size = cfg.codec.frame_size
+        self.delay = s.acoustic_delay
+        self.empty_code = card  # the extra row of every agent-code table: "no code here (yet)"
+        self.text_start = V  # the extra row of the text tables: what step 0 reads
+        d, dd = s.d_model, s.depth_d_model
+
+        # Inputs, summed per frame. Codebook tables are stacked into one table with per-codebook
+        # offsets, so a frame's K lookups are one gather.
+        if s.user_input == "mel":
+            self.log_mel = LogMel(cfg.codec.sample_rate, self.frame_size)
+            self.user_in = nn.Linear(self.log_mel.dim, d)
+        elif s.user_input == "latent":
+            self.user_in = nn.Linear(cfg.codec.latent_dim, d)
+        else:
+            self.user_code_emb = nn.Embedding(K * card, d)
+            self.register_buffer("user_code_offsets", torch.arange(K) * card, persistent=False)
+        if s.user_input != "codes":  # features of any scale start at the scale of one embedding
+            self.user_norm = RMSNorm(d, init=d ** -0.5)
+        self.agent_code_emb = nn.Embedding(K * (card + 1), d)
+        self.register_buffer("agent_code_offsets", torch.arange(K) * (card + 1), persistent=False)
+        self.agent_text_emb = nn.Embedding(V + 1, d)
+        self.user_text_emb = nn.Embedding(V + 1, d)
+        self.voice_in = nn.Linear(cfg.speaker.embed_dim, d, bias=False)  # zeros -> no bias
+
+        self.temporal = Transformer(d, s.n_layers, s.n_heads, s.dropout, window=s.context_frames)
+        self.user_text_head = nn.Linear(d, V, bias=False)
+        self.agent_text_head = nn.Linear(d, V, bias=False)
+
+        # Depth transformer: per-step input projection, token embedding and output head (cheap),
+        # shared layers (per-step layers would multiply its weights by K for the same FLOPs).
+        self.depth_in = nn.Linear(d, K * dd, bias=False)
+        self.depth_text_emb = nn.Embedding(V, dd)
+        self.depth_code_emb = nn.Embedding(max(K - 1, 1) * (card + 1), dd)
+        self.depth = Transformer(dd, s.depth_layers, s.depth_heads, s.dropout)
+        self.code_heads = nn.Parameter(torch.empty(K, card, dd))
+
+        self.apply(self._init_weights)
+        nn.init.trunc_normal_(self.code_heads, std=dd ** -0.5, a=-3 * dd ** -0.5, b=3 * dd ** -0.5)
+
+    @staticmethod
+    def _init_weights(m):
+        # Moshi's init (std 1/sqrt(fan_in), embeddings 1/sqrt(dim)); residual outputs scaled by
+        # 1/sqrt(2 * n_layers) as in GPT-2/nanoGPT.
+        if isinstance(m, nn.Linear):
+            std = m.in_features ** -0.5 / math.sqrt(2 * getattr(m, "residual_layers", 0.5))
+            nn.init.trunc_normal_(m.weight, std=std, a=-3 * std, b=3 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            std = m.embedding_dim ** -0.5
+            nn.init.trunc_normal_(m.weight, std=std, a=-3 * std, b=3 * std)
+
+    # --- helpers shared by training and streaming ------------------------------------------------
+    def apply_delay(self, codes):
+        return apply_delay(codes, self.delay, self.empty_code)
+
+    def undo_delay(self, delayed):
+        return undo_delay(delayed, self.delay, self.empty_code)
+
+    def num_params(self) -> dict:
+        count = lambda mod: sum(p.numel() for p in mod.parameters())
+        depth = count(self.depth) + self.code_heads.numel() + count(self.depth_in) + \
+            count(self.depth_text_emb) + count(self.depth_code_emb)
+        temporal = count(self.temporal)
+        total = count(self)
+        return {"temporal": temporal, "depth": depth, "embeddings_heads": total - temporal - depth, "total": total}
+
+    def voice_bias(self, voice, batch: int, device):
+        if voice is None:
+            return torch.zeros(batch, 1, self.cfg.d_model, device=device)
+        voice = torch.as_tensor(voice, dtype=torch.float32, device=device).reshape(-1, self.voice_in.in_features)
+        return self.voice_in(voice).expand(batch, -1)[:, None]
+
+    def _user_from_features(self, x):  # mel / latent features [B, T, F] -> [B, T, d]
+        return self.user_norm(self.user_in(x))
+
+    def embed_user(self, user, T: int):
+        """The batch's user stream -> [B, T, d_model] (see the module docstring for the shapes)."""
+        kind = self.cfg.user_input
+        if kind == "mel":
+            pcm = user.reshape(user.shape[0], -1).float()
+            if pcm.shape[-1] != T * self.frame_size:
+                raise ValueError(f"user pcm has {pcm.shape[-1]} samples, expected {T} x {self.frame_size}")
+            return self._user_from_features(self.log_mel(pcm))
+        if kind == "latent":
+            if user.shape[-1] != T:
+                raise ValueError(f"user latent has {user.shape[-1]} frames, expected {T}")
+            return self._user_from_features(user.transpose(1, 2).float())
+        codes = user[:, :self.n_codebooks].long()
+        return self.user_code_emb(codes + self.user_code_offsets[:, None]).sum(dim=1)
+
+    def embed_previous(self, agent_text, delayed_codes, user_text):
+        """The tokens a step reads: [B, T] text ids and [B, K, T] step-time codes -> [B, T, d]."""
+        codes = self.agent_code_emb(delayed_codes + self.agent_code_offsets[:, None]).sum(dim=1)
+        return codes + self.agent_text_emb(agent_text) + self.user_text_emb(user_text)
+
+    def depth_input_tokens(self, agent_text, delayed_codes):
+        """The token each depth step reads: agent text for step 0, step-time codebook k-1 for
+        step k. agent_text [...], delayed_codes [..., K] -> [..., K, depth_d_model]."""
+        first = self.depth_text_emb(agent_text)[..., None, :]
+        if self.n_codebooks == 1:
+            return first
+        offsets = self.agent_code_offsets[:-1]
+        rest = self.depth_code_emb(delayed_codes[..., :-1] + offsets)
+        return torch.cat([first, rest], dim=-2)
+
+    # --- training ---------------------------------------------------------------------------------
+    def forward(self, batch: dict, start_frame: int = 0, depth: bool = True) -> dict:
+        """Teacher forcing over whole sequences; logits in step time (module docstring).
+        `start_frame` is the absolute position of the first frame (RoPE is relative, so this only
+        matters for comparing against a conversation that has run for a while). depth=False
+        skips the depth transformer (no agent_codes logits): transcription-only training."""
+        K = self.n_codebooks
+        agent_codes = batch["agent_codes"][:, :K].long()
+        agent_text, user_text = batch["agent_text"].long(), batch["user_text"].long()
+        B, _, T = agent_codes.shape
+        delayed = self.apply_delay(agent_codes)
+
+        x = self.embed_user(batch["user"], T)
+        x = x + self.embed_previous(_shift_right(agent_text, self.text_start),
+                                    _shift_right(delayed, self.empty_code),
+                                    _shift_right(user_text, self.text_start))
+        x = x + self.voice_bias(batch.get("voice"), B, x.device)
+        h = self.temporal(x, start_frame)
+        out = {"user_text": self.user_text_head(h), "agent_text": self.agent_text_head(h)}
+        if not depth:
+            return out
+
+        dd = self.cfg.depth_d_model
+        depth_x = self.depth_in(h).view(B, T, K, dd) + \
+            self.depth_input_tokens(agent_text, delayed.transpose(1, 2))
+        y = self.depth(depth_x.view(B * T, K, dd))
+        code_logits = torch.einsum("nkd,kcd->nkc", y, self.code_heads)
+        out["agent_codes"] = code_logits.view(B, T, K, self.card).permute(0, 2, 1, 3)
+        return out
+
+    def loss(self, batch: dict, weights: dict | None = None, pad_id: int = PAD_ID,
+             pad_weight: float = PAD_LOSS_WEIGHT):
+        """(total, per-stream losses). Streams: agent_text, user_text, codebook_0 .. codebook_{K-1}.
+        Default weights from cfg: agent_text = text_weight, user_text = user_text_weight,
+        codebook_0 = first_codebook_weight, each other codebook 1. `weights` overrides any of them
+        (key "codebooks" sets all of 1..K-1 at once), e.g. {"agent_text": 0, "codebook_0": 0,
+        "codebooks": 0} for transcription-only training. total = sum(w * loss) / sum(w).
+        Text frames whose target is PAD count `pad_weight` (Moshi: padding fills most frames and
+        would otherwise swamp the words); masked frames and the empty steps of delayed codebooks
+        count zero. With every codebook weight zero the depth transformer is skipped and the
+        codebook losses are not computed (a cheaper transcription stage)."""
+        w = {"agent_text": self.cfg.text_weight, "user_text": self.cfg.user_text_weight,
+             "codebook_0": self.cfg.first_codebook_weight, "codebooks": 1.0}
+        w.update(weights or {})
+        K = self.n_codebooks
+        code_weights = [w["codebook_0"]] + [w.get(f"codebook_{k}", w["codebooks"]) for k in range(1, K)]
+        logits = self(batch, depth=any(code_weights))
+        agent_codes = batch["agent_codes"][:, :K].long()
+        B, _, T = agent_codes.shape
+        mask = batch.get("mask")
+        mask = torch.ones(B, T, dtype=torch.bool, device=agent_codes.device) if mask is None else mask.bool()
+
+        def text_loss(lg, target):
+            ce = F.cross_entropy(lg.flatten(0, 1), target.flatten().long(), reduction="none").view(B, T)
+            wt = mask.float() * torch.where(target == pad_id, pad_weight, 1.0)
+            return (ce * wt).sum() / wt.sum().clamp(min=1e-8)
+
+        losses = {"agent_text": text_loss(logits["agent_text"], batch["agent_text"]),
+                  "user_text": text_loss(logits["user_text"], batch["user_text"])}
+        if "agent_codes" in logits:
+            targets = self.apply_delay(agent_codes)
+            valid = apply_delay(mask[:, None].expand(B, K, T), self.delay, False) & (targets != self.empty_code)
+            ce = F.cross_entropy(logits["agent_codes"].flatten(0, 2), targets.clamp(max=self.card - 1).flatten(),
+                                 reduction="none").view(B, K, T)
+            for k in range(K):
+                vk = valid[:, k].float()
+                losses[f"codebook_{k}"] = (ce[:, k] * vk).sum() / vk.sum().clamp(min=1e-8)
+
+        stream_weights = {"agent_text": w["agent_text"], "user_text": w["user_text"],
+                          **{f"codebook_{k}": code_weights[k] for k in range(K)}}
+        total, norm = 0.0, 0.0
+        for name, value in losses.items():
+            if stream_weights[name]:
+                total, norm = total + stream_weights[name] * value, norm + stream_weights[name]
+        if norm == 0:
+            raise ValueError("every loss weight is zero")
+        return total / norm, {k: v.detach() for k, v in losses.items()}
+
+    # --- streaming --------------------------------------------------------------------------------
+    def streaming(self, voice=None, temperature: float | None = None, top_k: int | None = None,
+                  seed: int | None = None, codec=None, tokenizer=None) -> "StreamingGenerator":
+        """A fresh conversation. voice: speaker embedding [voice_dim] (None: no voice bias).
+        codec: needed for silence() and to accept raw pcm frames when user_input is latent/codes.
+        tokenizer: for the text pieces (default: the one load() found beside the checkpoint)."""
+        return StreamingGenerator(
+            self, voice, self.cfg.temperature if temperature is None else temperature,
+            self.cfg.top_k if top_k is None else top_k, seed, codec,
+            tokenizer if tokenizer is not None else getattr(self, "tokenizer", None))
+
+
+# --- streaming generation -----------------------------------------------------------------------
+
+@dataclass
+class StepOutput:
+    step: int  # the step (= user frame) index this output answers
+    agent_codes: torch.Tensor | None  # long [K]: agent frame step - acoustic_delay; None before it exists
+    agent_text_id: int
+    agent_text_piece: str  # the text it adds to the agent's transcript ("" for PAD or no tokenizer)
+    user_text_id: int
+    user_text_piece: str
+    logits: dict = field(default_factory=dict, repr=False)  # user_text [V], agent_text [V], agent_codes [K, card]
+
+
+def sample(logits, temperature: float, top_k: int, generator: torch.Generator | None) -> int:
+    """Temperature + top-k sampling of one id from logits [V]; greedy when temperature == 0."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    if 0 < top_k < logits.shape[-1]:
+        values, indices = torch.topk(logits, top_k)
+        probs = torch.softmax(values / temperature, dim=-1)
+        return int(indices[torch.multinomial(probs, 1, generator=generator)])
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class StreamingGenerator:
+    """One conversation: KV caches, the previous step's tokens, the forcing queues. Step once per
+    frame with the user's frame: pcm [frame_size] for "mel" (and, given a codec, for "latent" and
+    "codes" too), else the codec's latent [latent_dim] or codes [>=K] for that frame.
+
+    The user transcript is always greedy (it is recognition, not generation); the agent's text
+    and codes are sampled with temperature and top_k.
+
+    Forcing (the context manager's hooks, also teacher forcing for tests): force_agent_text(id)
+    fixes the agent's text for the next step(s); force_agent_codes(codes, frame) fixes a whole
+    agent frame, codebook 0 at its own step and codebooks 1.. `delay` steps later; silence(n) does
+    both with PAD and the codec's silence codes for the next n frames. Forced tokens are fed back
+    exactly as sampled ones would be, so the model hears itself having gone quiet."""
+
+    def __init__(self, model: S2SModel, voice, temperature: float, top_k: int, seed, codec, tokenizer):
+        self.model = model
+        self.temperature, self.top_k = float(temperature), int(top_k)
+        self.codec, self.tokenizer = codec, tokenizer
+        self.pad_id = tokenizer.pad_id if tokenizer is not None else PAD_ID
+        self.device = device = next(model.parameters()).device
+        self.rng = torch.Generator(device=device)
+        self.seed = seed
+        s = model.cfg
+        K = model.n_codebooks
+        with torch.inference_mode():
+            self.voice = model.voice_bias(voice, 1, device)  # [1, 1, d]: added to every frame
+            self.depth_rope = rope(torch.arange(K, device=device), model.depth.head_dim)
+        self.caches = model.temporal.new_caches(1, s.context_frames, device)
+        self.depth_caches = model.depth.new_caches(1, K, device)
+        self.silence_codes = None
+        if codec is not None:
+            # The codec's answer to steady silence: encode a few frames of zeros, take the last.
+            zeros = torch.zeros(1, 1, 8 * codec.frame_size, device=device)
+            self.silence_codes = codec.encode(zeros, K)[0, :, -1].clone()
+        self.reset()
+
+    def reset(self):
+        """Start the conversation over (same voice and settings); buffers are reused."""
+        m = self.model
+        for c in self.caches + self.depth_caches:
+            c.reset()
+        self.step_index = 0
+        self.prev_agent_text = m.text_start
+        self.prev_user_text = m.text_start
+        self.prev_codes = torch.full((m.n_codebooks,), m.empty_code, dtype=torch.long, device=self.device)
+        self.first_codes = deque(maxlen=m.delay + 1)  # codebook 0 of the frames not yet complete
+        self.forced_text: dict[int, int] = {}
+        self.forced_codes: dict[int, torch.Tensor] = {}
+        self.mel_history = torch.zeros(1, m.log_mel.context, device=self.device) if m.cfg.user_input == "mel" else None
+        self.codec_state = self.codec.init_state(1, self.device) if self.codec is not None else None
+        if self.seed is not None:
+            self.rng.manual_seed(self.seed)
+        else:
+            self.rng.seed()
+
+    # --- hooks -------------------------------------------------------------------------------
+    def force_agent_text(self, token_id: int, frames: int = 1):
+        for s in range(self.step_index, self.step_index + frames):
+            self.forced_text[s] = int(token_id)
+
+    def force_agent_codes(self, codes, frame: int | None = None):
+        """codes [K] for agent frame `frame` (default: the next step's frame)."""
+        frame = self.step_index if frame is None else frame
+        self.forced_codes[frame] = torch.as_tensor(codes, dtype=torch.long, device=self.device)[:self.model.n_codebooks]
+
+    def silence(self, frames: int = 1):
+        """Make the agent quiet for the next `frames` frames: PAD text and silence codes."""
+        if self.silence_codes is None:
+            raise RuntimeError("silence() needs the codec: model.streaming(codec=...)")
+        self.force_agent_text(self.pad_id, frames)
+        for f in range(self.step_index, self.step_index + frames):
+            self.force_agent_codes(self.silence_codes, f)
+
+    # --- one frame ---------------------------------------------------------------------------
+    def _user_embedding(self, frame):
+        m = self.model
+        kind = m.cfg.user_input
+        frame = torch.as_tensor(frame, device=self.device)
+        is_pcm = frame.is_floating_point() and frame.numel() == m.frame_size
+        if kind == "mel":
+            pcm = frame.reshape(1, -1).float()
+            feats = m.log_mel(pcm, self.mel_history)
+            self.mel_history = torch.cat([self.mel_history, pcm], dim=-1)[:, -m.log_mel.context:]
+            return m._user_from_features(feats)
+        if is_pcm:
+            if self.codec is None:
+                raise ValueError(f"a pcm frame needs the codec for user_input={kind!r}: model.streaming(codec=...)")
+            state = dict(self.codec_state)
+            latent = self.codec.encoder(frame.reshape(1, 1, -1).float(), state)  # [1, latent, 1]
+            self.codec_state = state
+            if kind == "latent":
+                return m._user_from_features(latent.transpose(1, 2))
+            frame = self.codec.quantizer.encode(latent, m.n_codebooks)[0, :, 0]
+        if kind == "latent":
+            return m._user_from_features(frame.reshape(1, 1, -1).float())
+        codes = frame.reshape(-1)[:m.n_codebooks].long()
+        return m.user_code_emb(codes + m.user_code_offsets).sum(dim=0).view(1, 1, -1)
+
+    @torch.inference_mode()
+    def step(self, user_frame, agent_text: int | None = None, agent_codes=None,
+             user_text: int | None = None) -> StepOutput:
+        """One frame in, one out. agent_text / agent_codes ([K], this step's frame) / user_text
+        force this step's tokens (teacher forcing) instead of predicting them."""
+        m, s = self.model, self.step_index
+        K, delay = m.n_codebooks, m.delay
+        if agent_text is not None:
+            self.forced_text[s] = int(agent_text)
+        if agent_codes is not None:
+            self.force_agent_codes(agent_codes, s)
+
+        x = self._user_embedding(user_frame) + self.voice
+        x = x + m.embed_previous(torch.tensor([[self.prev_agent_text]], device=self.device),
+                                 self.prev_codes.view(1, K, 1),
+                                 torch.tensor([[self.prev_user_text]], device=self.device))
+        cos, sin = rope(torch.tensor([s], device=self.device), m.temporal.head_dim)
+        h = m.temporal.step(x, cos, sin, self.caches)  # [1, 1, d]
+
+        user_logits = m.user_text_head(h)[0, 0]
+        agent_logits = m.agent_text_head(h)[0, 0]
+        user_id = int(user_logits.argmax()) if user_text is None else int(user_text)
+        text_id = self.forced_text.pop(s, None)
+        if text_id is None:
+            text_id = sample(agent_logits, self.temperature, self.top_k, self.rng)
+
+        # Depth: codebook 0 of frame s, then codebooks 1.. of frame s - delay.
+        forced_now = self.forced_codes.get(s)  # frame s: its codebook 0 is due now
+        forced_late = self.forced_codes.get(s - delay)  # frame s - delay: codebooks 1.. due now
+        codes = torch.empty(K, dtype=torch.long, device=self.device)
+        proj = m.depth_in(h).view(K, -1)
+        for c in self.depth_caches:
+            c.reset()
+        token = m.depth_text_emb.weight[text_id]
+        code_logits = []
+        dcos, dsin = self.depth_rope
+        for k in range(K):
+            y = m.depth.step((proj[k] + token).view(1, 1, -1), dcos[k:k + 1], dsin[k:k + 1], self.depth_caches)
+            logits = F.linear(y[0, 0], m.code_heads[k])
+            code_logits.append(logits)
+            if k > 0 and s < delay:
+                code = m.empty_code  # no frame s - delay yet: training saw the empty token here
+            elif k == 0 and forced_now is not None:
+                code = int(forced_now[0])
+            elif k > 0 and forced_late is not None:
+                code = int(forced_late[k])
+            else:
+                code = sample(logits, self.temperature, self.top_k, self.rng)
+            codes[k] = code
+            if k + 1 < K:
+                token = m.depth_code_emb.weight[k * (m.card + 1) + code]
+        self.forced_codes.pop(s - delay, None)
+
+        # Frame s - delay is complete now: its codebook 0 from `delay` steps ago, the rest from now.
+        self.first_codes.append(codes[0].clone())
+        frame_codes = None
+        if s >= delay:
+            frame_codes = codes.clone()
+            frame_codes[0] = self.first_codes[0]
+        self.prev_agent_text, self.prev_user_text, self.prev_codes = text_id, user_id, codes
+        self.step_index += 1
+        piece = self.tokenizer.piece if self.tokenizer is not None else (lambda i: "")
+        return StepOutput(s, frame_codes, text_id, piece(text_id), user_id, piece(user_id),
+                          {"user_text": user_logits, "agent_text": agent_logits,
+                           "agent_codes": torch.stack(code_logits)})
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def load(path=None, device="cpu", tokenizer_path=None) -> S2SModel:
+    """The shipped model (no path) or an exported one: safetensors + the JSON Config beside it
+    (train_utils.export_safetensors(model.state_dict(), path, model.config)). The tokenizer
+    beside it (telugu_spm.model in the same folder, or `tokenizer_path`) is attached as
+    model.tokenizer when present, for the generator's text pieces."""
+    from train_utils import load_safetensors
+
+    path = Path(path) if path else SHIPPED
+    if not path.exists():
+        raise FileNotFoundError(f"S2S checkpoint not found: {path} (train one with train_s2s.py)")
+    cfg_path = config_json_path(path)
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"S2S config not found beside the checkpoint: {cfg_path}")
+    cfg = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
+    model = S2SModel(cfg)
+    model.load_state_dict(load_safetensors(path), strict=True)
+    model.to(device).eval()
+    tok_path = Path(tokenizer_path) if tokenizer_path else path.parent / "telugu_spm.model"
+    if tok_path.exists():
+        from telugu_tokenizer import Tokenizer
+        tok = Tokenizer.load(tok_path)
+        if tok.vocab_size == model.text_vocab:
+            model.tokenizer = tok
+    return model
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def benchmark(cfg: Config, steps: int = 200, warm_frames: int | None = None) -> dict:
+    """Step time per frame with random weights and a full KV cache (one thread: the caller sets it)."""
+    model = S2SModel(cfg).eval()
+    gen = model.streaming(temperature=cfg.s2s.temperature, top_k=cfg.s2s.top_k, seed=0)
+    frame = torch.randn(model.frame_size) * 0.1 if cfg.s2s.user_input == "mel" else (
+        torch.randn(cfg.codec.latent_dim) if cfg.s2s.user_input == "latent" else torch.zeros(model.n_codebooks, dtype=torch.long))
+    # Fill the cache cheaply: the cost of a step depends on how many keys are cached, not on which.
+    warm = cfg.s2s.context_frames if warm_frames is None else warm_frames
+    for c in gen.caches:
+        c.k.normal_(), c.v.normal_()
+        c.count = warm
+    gen.step_index = warm
+    for _ in range(10):
+        gen.step(frame)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        gen.step(frame)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"median_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * len(times)) - 1], 2),
+            "params": model.num_params(), "cached_frames": gen.caches[0].length}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Telugu full-duplex S2S transformer")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="step time per frame on one thread, random weights, full KV cache")
+    b.add_argument("--config", default="tiny")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    b.add_argument("--steps", type=int, default=200)
+    b.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    from config import load_config
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    if cfg.s2s.text_vocab_size <= 0:
+        cfg.s2s.text_vocab_size = 1000
+    print(json.dumps(benchmark(cfg, args.steps)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

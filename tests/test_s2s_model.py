@@ -1,0 +1,333 @@
+"""The S2S transformer and its tokenizer: streaming equals teacher forcing, the KV-cache window,
+delays, training signal, sampling, checkpoints; tokenizer round trip and frame alignment."""
+import math
+import statistics
+import time
+
+import pytest
+import torch
+
+import s2s_transformer as s2s
+from config import Config
+from telugu_tokenizer import PAD_ID, Tokenizer, normalize
+from train_utils import export_safetensors
+
+torch.set_num_threads(1)
+
+TELUGU = [
+    "నమస్కారం, మీరు ఎలా ఉన్నారు?",
+    "నా పేరు లక్ష్మి.",
+    "ఈ రోజు సోమవారం.",
+    "హైదరాబాద్ తెలంగాణ రాజధాని.",
+    "రెండు మరియు మూడు కలిపితే ఐదు.",
+    "దయచేసి మళ్ళీ చెప్పండి.",
+    "ధన్యవాదాలు, మళ్ళీ కలుద్దాం.",
+    "విజయవాడ ఆంధ్రప్రదేశ్ లో ఉంది.",
+    "ఇప్పుడు సమయం ఎంత?",
+    "నేను తెలుగు మాట్లాడతాను.",
+]
+
+
+def tiny_config(user_input="mel", context_frames=64, n_layers=2, delay=1, K=3) -> Config:
+    cfg = Config()
+    cfg.codec.codebook_size = 16
+    s = cfg.s2s
+    s.d_model, s.n_layers, s.n_heads = 32, n_layers, 2
+    s.depth_d_model, s.depth_layers, s.depth_heads = 24, 2, 2
+    s.n_codebooks, s.acoustic_delay, s.context_frames = K, delay, context_frames
+    s.user_input, s.text_vocab_size, s.dropout = user_input, 20, 0.0
+    return cfg
+
+
+def random_batch(cfg: Config, B: int, T: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    s, card = cfg.s2s, cfg.codec.codebook_size
+    if s.user_input == "mel":
+        user = 0.1 * torch.randn(B, 1, T * cfg.codec.frame_size, generator=g)
+    elif s.user_input == "latent":
+        user = torch.randn(B, cfg.codec.latent_dim, T, generator=g)
+    else:
+        user = torch.randint(0, card, (B, cfg.codec.n_codebooks, T), generator=g)
+    return {
+        "user": user,
+        "agent_codes": torch.randint(0, card, (B, s.n_codebooks, T), generator=g),
+        "agent_text": torch.randint(0, s.text_vocab_size, (B, T), generator=g),
+        "user_text": torch.randint(0, s.text_vocab_size, (B, T), generator=g),
+        "voice": torch.randn(B, cfg.speaker.embed_dim, generator=g),
+    }
+
+
+def user_frame(cfg, batch, t):
+    u = batch["user"][0]
+    if cfg.s2s.user_input == "mel":
+        fs = cfg.codec.frame_size
+        return u[0, t * fs:(t + 1) * fs]
+    return u[:, t]
+
+
+def stream_teacher_forced(model, cfg, batch):
+    """Step through batch 0 forcing every token; returns the per-step logits."""
+    gen = model.streaming(voice=batch["voice"][0], temperature=0.0)
+    T = batch["agent_text"].shape[1]
+    outs = []
+    for t in range(T):
+        outs.append(gen.step(user_frame(cfg, batch, t), agent_text=int(batch["agent_text"][0, t]),
+                             agent_codes=batch["agent_codes"][0, :, t], user_text=int(batch["user_text"][0, t])))
+    return gen, outs
+
+
+def assert_stream_matches(outs, full, steps):
+    for t in steps:
+        o = outs[t]
+        torch.testing.assert_close(o.logits["user_text"], full["user_text"][0, t], atol=2e-4, rtol=1e-4)
+        torch.testing.assert_close(o.logits["agent_text"], full["agent_text"][0, t], atol=2e-4, rtol=1e-4)
+        torch.testing.assert_close(o.logits["agent_codes"], full["agent_codes"][0, :, t], atol=2e-4, rtol=1e-4)
+
+
+# (1) streaming with teacher forcing == full forward, every stream and depth step ------------------
+@pytest.mark.parametrize("user_input", ["mel", "latent", "codes"])
+def test_streaming_matches_forward(user_input):
+    torch.manual_seed(0)
+    cfg = tiny_config(user_input)
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, 10)
+    with torch.no_grad():
+        full = model(batch)
+    gen, outs = stream_teacher_forced(model, cfg, batch)
+    assert_stream_matches(outs, full, range(10))
+    # The complete agent frames come out `delay` steps late, exactly the forced ones.
+    assert outs[0].agent_codes is None
+    for t in range(1, 10):
+        assert torch.equal(outs[t].agent_codes, batch["agent_codes"][0, :, t - 1])
+
+
+# (2) the sliding KV-cache window ------------------------------------------------------------------
+def test_kv_cache_window_slides():
+    torch.manual_seed(1)
+    W, N = 8, 21
+    cfg = tiny_config("codes", context_frames=W)
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, N)
+    with torch.no_grad():
+        full = model(batch)  # the training path, whose mask limits every position to W frames
+    gen, outs = stream_teacher_forced(model, cfg, batch)
+    assert_stream_matches(outs, full, range(N))  # before and long after the window filled
+    # Memory does not grow: same buffers, W keys attended.
+    assert all(c.length == W and c.k.shape[2] == W for c in gen.caches)
+
+
+def test_last_step_equals_forward_over_last_window():
+    """With one layer nothing older than the window reaches the output, so the stream's last step
+    equals a forward over only the last frames at the same absolute RoPE positions. (With more
+    layers information older than W still flows up through lower layers, as in any
+    sliding-window transformer: the exact statement is the test above.)"""
+    torch.manual_seed(2)
+    W, N = 8, 30
+    cfg = tiny_config("latent", context_frames=W, n_layers=1)
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, N)
+    _, outs = stream_teacher_forced(model, cfg, batch)
+    # The window's first step reads the tokens of the step before, and the delayed codebooks
+    # those of `delay` frames earlier still: start that much before the window.
+    start = N - W - 1 - cfg.s2s.acoustic_delay
+    window = {k: (v[..., start:] if k != "voice" else v) for k, v in batch.items()}
+    with torch.no_grad():
+        part = model(window, start_frame=start)
+    torch.testing.assert_close(outs[-1].logits["agent_text"], part["agent_text"][0, -1], atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(outs[-1].logits["agent_codes"], part["agent_codes"][0, :, -1], atol=2e-4, rtol=1e-4)
+
+
+def test_step_time_does_not_grow():
+    torch.manual_seed(3)
+    W = 64
+    cfg = tiny_config("codes", context_frames=W)
+    model = s2s.S2SModel(cfg).eval()
+    gen = model.streaming(temperature=0.0)
+    frame = torch.zeros(cfg.s2s.n_codebooks, dtype=torch.long)
+    buffers = [c.k.data_ptr() for c in gen.caches]
+
+    def timed(n):
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            gen.step(frame)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    timed(W)  # fill the cache
+    early = timed(40)
+    for _ in range(3 * W):
+        gen.step(frame)
+    late = timed(40)
+    assert late < 2.5 * early, (early, late)
+    assert [c.k.data_ptr() for c in gen.caches] == buffers
+    assert gen.caches[0].length == W and gen.step_index == 4 * W + 80
+
+
+# (3) delay helpers -----------------------------------------------------------------------------
+@pytest.mark.parametrize("delay", [0, 1, 2])
+def test_delay_round_trip(delay):
+    codes = torch.randint(0, 16, (2, 4, 9))
+    delayed = s2s.apply_delay(codes, delay, fill=16)
+    assert torch.equal(delayed[:, 0], codes[:, 0])
+    assert (delayed[:, 1:, :delay] == 16).all()
+    back = s2s.undo_delay(delayed, delay, fill=16)
+    T = codes.shape[-1]
+    assert torch.equal(back[..., :T - delay], codes[..., :T - delay])
+    # Lossless when the caller pads T by `delay` frames.
+    padded = torch.cat([codes, torch.zeros(2, 4, delay, dtype=codes.dtype)], dim=-1)
+    assert torch.equal(s2s.undo_delay(s2s.apply_delay(padded, delay, 16), delay, 16)[..., :T], codes)
+
+
+# (4) the loss trains ---------------------------------------------------------------------------
+def test_loss_finite_and_overfits():
+    torch.manual_seed(4)
+    cfg = tiny_config("mel")
+    model = s2s.S2SModel(cfg)
+    batch = random_batch(cfg, 2, 12)
+    batch["agent_text"][:, ::2] = PAD_ID
+    batch["mask"] = torch.ones(2, 12, dtype=torch.bool)
+    batch["mask"][1, 9:] = False
+    total, parts = model.loss(batch)
+    assert torch.isfinite(total)
+    assert set(parts) == {"agent_text", "user_text"} | {f"codebook_{k}" for k in range(cfg.s2s.n_codebooks)}
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(total.detach())
+    for _ in range(30):
+        total, _ = model.loss(batch)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert float(total.detach()) < 0.5 * first, (first, float(total.detach()))
+    # Transcription-only weights leave only the user-text stream in the total.
+    t, p = model.loss(batch, {"agent_text": 0, "codebook_0": 0, "codebooks": 0})
+    torch.testing.assert_close(t, p["user_text"])
+    assert set(p) == {"agent_text", "user_text"}  # the depth transformer was skipped
+
+
+# (5) sampling ------------------------------------------------------------------------------------
+def test_top_k_one_equals_greedy():
+    torch.manual_seed(5)
+    cfg = tiny_config("latent")
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, 8)
+    runs = []
+    for temperature, top_k, seed in ((0.0, 0, None), (0.9, 1, 1), (1.5, 1, 2)):
+        gen = model.streaming(temperature=temperature, top_k=top_k, seed=seed)
+        outs = [gen.step(user_frame(cfg, batch, t)) for t in range(8)]
+        runs.append([(o.agent_text_id, o.user_text_id, None if o.agent_codes is None else o.agent_codes.tolist())
+                     for o in outs])
+    assert runs[0] == runs[1] == runs[2]
+    # Same seed, same conversation; reset() starts it over.
+    gen = model.streaming(temperature=1.0, top_k=5, seed=7)
+    a = [gen.step(user_frame(cfg, batch, t)).agent_text_id for t in range(8)]
+    gen.reset()
+    b = [gen.step(user_frame(cfg, batch, t)).agent_text_id for t in range(8)]
+    assert a == b
+
+
+def test_silence_forces_pad_and_silence_codes():
+    torch.manual_seed(6)
+    cfg = tiny_config("codes")
+    model = s2s.S2SModel(cfg).eval()
+
+    class FakeCodec:  # the generator only needs encode() and init_state() from it
+        frame_size = cfg.codec.frame_size
+
+        def encode(self, pcm, n_q):
+            return torch.full((1, n_q, pcm.shape[-1] // self.frame_size), 5)
+
+        def init_state(self, batch, device=None):
+            return {}
+
+    gen = model.streaming(temperature=1.0, top_k=0, seed=0, codec=FakeCodec())
+    frame = torch.zeros(cfg.s2s.n_codebooks, dtype=torch.long)
+    for _ in range(3):
+        gen.step(frame)
+    gen.silence(4)
+    outs = [gen.step(frame) for _ in range(5)]
+    assert all(o.agent_text_id == PAD_ID for o in outs[:4])
+    # Frames 3..6 are silent; each is complete one step later (delay 1).
+    for o in outs[1:5]:
+        assert o.agent_codes.tolist() == [5] * cfg.s2s.n_codebooks
+
+
+# (6) tokenizer -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return Tokenizer.train(TELUGU, tmp_path_factory.mktemp("spm") / "te.model", vocab_size=120)
+
+
+def test_tokenizer_round_trip(tokenizer):
+    assert tokenizer.pad_id == PAD_ID == 0
+    for s in TELUGU:
+        ids = tokenizer.encode(s)
+        assert PAD_ID not in ids and tokenizer.unk_id not in ids
+        assert tokenizer.decode(ids) == normalize(s)
+        assert "".join(tokenizer.piece(i) for i in ids).strip() == normalize(s)
+    assert tokenizer.decode([PAD_ID, *tokenizer.encode(TELUGU[0]), PAD_ID]) == normalize(TELUGU[0])
+
+
+def test_align_words_after_word_end_with_lag(tokenizer):
+    words = [{"word": "నమస్కారం", "start": 0.10, "end": 0.52},
+             {"word": "మీరు", "start": 0.56, "end": 0.60},  # short word: tokens spill over
+             {"word": "ఎలా", "start": 0.61, "end": 0.80}]
+    fr, lag, n = 25, 2, 60
+    stream = tokenizer.align_words(words, n, fr, lag)
+    assert len(stream) == n
+    tokens = [t for t in stream if t != PAD_ID]
+    assert tokens == [i for w in words for i in tokenizer.encode(w["word"])]  # nothing dropped
+    assert tokenizer.decode(stream) == "నమస్కారం మీరు ఎలా"
+    first = next(i for i, t in enumerate(stream) if t != PAD_ID)
+    assert first == 13 + lag  # ceil(0.52 * 25) = 13: the first frame after the word ended
+    pos = 0
+    for w in words:  # every word starts no earlier than its end + lag
+        n_ids = len(tokenizer.encode(w["word"]))
+        while stream[pos] == PAD_ID:
+            pos += 1
+        assert pos >= math.ceil(w["end"] * fr) + lag
+        pos += n_ids
+    # The agent's monologue leads its speech: anchored on the word start.
+    agent = tokenizer.align_words(words, n, fr, lag_frames=-1, anchor="start")
+    assert next(i for i, t in enumerate(agent) if t != PAD_ID) == 1  # floor(0.10 * 25) - 1
+    with pytest.raises(ValueError, match="frames"):
+        tokenizer.align_words(words, 18, fr, lag)
+
+
+def test_shipped_tokenizer_if_present():
+    try:
+        tok = Tokenizer.load()
+    except FileNotFoundError:
+        pytest.skip("no shipped tokenizer yet")
+    assert 200 <= tok.vocab_size <= 1000
+    for s in TELUGU[1:]:
+        assert tok.decode(tok.encode(s)) == normalize(s)
+
+
+# (7) checkpoints -------------------------------------------------------------------------------
+def test_save_load_identical(tmp_path):
+    torch.manual_seed(7)
+    cfg = tiny_config("mel")
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, 6)
+    path = tmp_path / "s2s.safetensors"
+    export_safetensors(model.state_dict(), path, model.config, fp16=False)
+    loaded = s2s.load(path)
+    assert not loaded.training
+    with torch.no_grad():
+        a, b = model(batch), loaded(batch)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ga, gb = model.streaming(temperature=0.8, seed=3), loaded.streaming(temperature=0.8, seed=3)
+    for t in range(6):
+        oa, ob = ga.step(user_frame(cfg, batch, t)), gb.step(user_frame(cfg, batch, t))
+        assert oa.agent_text_id == ob.agent_text_id and torch.equal(oa.logits["agent_codes"], ob.logits["agent_codes"])
+    with pytest.raises(FileNotFoundError, match="not found"):
+        s2s.load(tmp_path / "missing.safetensors")
+
+
+def test_unset_vocab_is_a_clear_error():
+    cfg = tiny_config()
+    cfg.s2s.text_vocab_size = 0
+    with pytest.raises(ValueError, match="text_vocab_size"):
+        s2s.S2SModel(cfg)
