@@ -1,4 +1,4 @@
-"""The Telugu text tokenizer of the S2S model: a SentencePiece unigram model (~1000 pieces) trained
+"""The Telugu text tokenizer of the S2S model: a SentencePiece BPE model (~1000 pieces) trained
 on the project's sentences, and the frame alignment that turns timed words into the dense,
 one-token-per-frame text streams the model reads and writes (Moshi's "inner monologue").
 
@@ -8,6 +8,11 @@ Special ids are fixed by construction, so the model and the data pipeline can re
     UNK_ID = 1   a character the training text never showed
     BOS_ID = 2   reserved (start of a text), never produced by encode()
     EOS_ID = 3   reserved (end of a text), never produced by encode()
+
+BPE rather than unigram, measured on the project's 2,700 sentences (2,400 train / 300 held out,
+vocab 1000): BPE takes 2.05 tokens per word on held-out text against unigram's 2.52, since unigram
+often splits a word's "▁" off as a token of its own. Fewer tokens per word mean a shorter text
+stream per second of speech and less spill in align_words. Neither met an unknown character.
 
 No separate start-of-word token: SentencePiece marks the first piece of every word with "▁"
 (U+2581), so the piece stream already says where words begin and decode() restores the spaces.
@@ -62,7 +67,7 @@ class Tokenizer:
         return cls(spm.SentencePieceProcessor(model_file=str(path)), path)
 
     @classmethod
-    def train(cls, texts, out_path, vocab_size: int = 1000, model_type: str = "unigram") -> "Tokenizer":
+    def train(cls, texts, out_path, vocab_size: int = 1000, model_type: str = "bpe") -> "Tokenizer":
         """Train on an iterable of texts; writes OUT.model and OUT.vocab. A corpus too small for
         `vocab_size` gets a smaller vocabulary rather than an error (hard_vocab_limit off)."""
         import sentencepiece as spm
@@ -199,7 +204,7 @@ def main(argv=None) -> int:
     tr.add_argument("--vocab", type=int, default=1000)
     tr.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="TSV with a `sentence` column")
     tr.add_argument("--text", action="append", default=[], help="extra text file, one text a line (repeatable)")
-    tr.add_argument("--model_type", default="unigram", choices=["unigram", "bpe"])
+    tr.add_argument("--model_type", default="bpe", choices=["bpe", "unigram"])
     enc = sub.add_parser("encode", help="print the pieces and ids of a text")
     enc.add_argument("text")
     enc.add_argument("--model", default=str(SHIPPED))

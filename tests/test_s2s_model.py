@@ -331,3 +331,28 @@ def test_unset_vocab_is_a_clear_error():
     cfg.s2s.text_vocab_size = 0
     with pytest.raises(ValueError, match="text_vocab_size"):
         s2s.S2SModel(cfg)
+
+
+def test_pcm_frames_through_the_codec():
+    """Given the codec, the generator takes raw pcm for every user_input kind and runs the codec's
+    streaming encoder itself; that matches a forward on the codec's offline latent and codes."""
+    import telugu_codec_fixed
+
+    torch.manual_seed(8)
+    for kind in ("latent", "codes"):
+        cfg = tiny_config(kind)
+        cfg.codec.channels, cfg.codec.res_units = [16, 32], 1
+        codec = telugu_codec_fixed.Codec(cfg.codec).eval()
+        model = s2s.S2SModel(cfg).eval()
+        T, fs = 5, cfg.codec.frame_size
+        pcm = 0.1 * torch.randn(1, 1, T * fs)
+        batch = random_batch(cfg, 1, T)
+        with torch.no_grad():
+            batch["user"] = codec.latent(pcm) if kind == "latent" else codec.encode(pcm)
+            full = model(batch)
+        gen = model.streaming(voice=batch["voice"][0], temperature=0.0, codec=codec)
+        outs = [gen.step(pcm[0, 0, t * fs:(t + 1) * fs], agent_text=int(batch["agent_text"][0, t]),
+                         agent_codes=batch["agent_codes"][0, :, t], user_text=int(batch["user_text"][0, t]))
+                for t in range(T)]
+        assert_stream_matches(outs, full, range(T))
+        assert gen.silence_codes.shape == (cfg.s2s.n_codebooks,)
