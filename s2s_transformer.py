@@ -705,6 +705,128 @@ def load(path=None, device="cpu", tokenizer_path=None) -> S2SModel:
     return model
 
 
+# --- a whole conversation, frame by frame -------------------------------------------------------------
+
+AGENT_ACTIVE_DB = -45.0  # an agent frame this loud (dBFS) counts as the agent speaking
+
+
+def frame_db(pcm) -> float:
+    return 10 * math.log10(float((pcm.astype("float64") ** 2).mean()) + 1e-10) if len(pcm) else -100.0
+
+
+@torch.inference_mode()
+def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, temperature: float | None = None,
+             top_k: int | None = None, seed: int | None = 0, frame_ms: int | None = None, tokenizer=None) -> dict:
+    """Play `user_pcm` (24 kHz float32, any length) as the user's side of a conversation, one frame
+    at a time, as the server does: the generator steps on the user's frame (running the codec's
+    streaming encoder itself when the model reads latents or codes), the codec's streaming decoder
+    turns the agent's codes into audio, and a ContextManager watches both sides and mutes the agent
+    on a barge-in (the generator is then forced silent, so the model hears itself stop).
+
+    Returns agent_pcm (same length as the input, padded to whole frames: the agent's side at the
+    same moments), the text pieces of both sides with the time (s) at the end of the frame that
+    produced them, per-frame levels and mutes, step times (ms), and the ContextManager itself."""
+    import numpy as np
+
+    from context_manager import ContextManager
+
+    fs, K = model.frame_size, model.n_codebooks
+    frame_ms = frame_ms or int(round(1000 * fs / codec.sample_rate))
+    n_frames = -(-len(user_pcm) // fs)
+    user = np.zeros(n_frames * fs, np.float32)
+    user[:len(user_pcm)] = user_pcm
+    gen = model.streaming(voice=voice, temperature=temperature, top_k=top_k, seed=seed, codec=codec,
+                          tokenizer=tokenizer)
+    cm = ContextManager(context_cfg, frame_ms)
+    dec_state = codec.init_state(1, gen.device)
+    agent = np.zeros_like(user)
+    silent = np.zeros(fs, np.float32)
+    pieces = {"user": [], "agent": []}
+    user_loud, agent_db, muted, step_ms, total_ms = [], [], [], [], []
+    for t in range(n_frames):
+        frame = user[t * fs:(t + 1) * fs]
+        t0 = time.perf_counter()
+        out = gen.step(torch.from_numpy(frame))
+        t1 = time.perf_counter()
+        if out.agent_codes is not None:
+            pcm, dec_state = codec.decode_step(out.agent_codes.view(1, K, 1), dec_state)
+            agent_frame = pcm[0, 0].float().cpu().numpy()
+        else:
+            agent_frame = silent
+        t2 = time.perf_counter()
+        res = cm.update(frame, agent_frame, out.user_text_piece, out.agent_text_piece,
+                        {"step_ms": (t1 - t0) * 1000, "frame_ms": (t2 - t0) * 1000})
+        if res.mute_agent:
+            agent_frame = silent
+            gen.silence(1)  # the next frame too: PAD text and silence codes, fed back as its own
+        agent[t * fs:(t + 1) * fs] = agent_frame
+        now = round((t + 1) * frame_ms / 1000, 3)
+        if out.user_text_piece:
+            pieces["user"].append({"t": now, "piece": out.user_text_piece})
+        if out.agent_text_piece and not res.mute_agent:
+            pieces["agent"].append({"t": now, "piece": out.agent_text_piece})
+        user_loud.append(bool(cm.user_vad.loud))
+        agent_db.append(frame_db(agent_frame))
+        muted.append(bool(res.mute_agent))
+        step_ms.append((t1 - t0) * 1000)
+        total_ms.append((t2 - t0) * 1000)
+    return {"agent_pcm": agent, "n_frames": n_frames, "frame_ms": frame_ms, "pieces": pieces,
+            "user_text": "".join(p["piece"] for p in pieces["user"]).strip(),
+            "agent_text": "".join(p["piece"] for p in pieces["agent"]).strip(),
+            "user_loud": user_loud, "agent_db": agent_db, "muted": muted, "step_ms": step_ms,
+            "frame_total_ms": total_ms, "context": cm}
+
+
+def response_gap_ms(user_loud, agent_db, frame_ms: int, threshold_db: float = AGENT_ACTIVE_DB):
+    """End of the user's speech to the agent's first audio after it, from per-frame levels: the
+    first agent frame above `threshold_db` after the user's last loud frame. None when the user
+    never spoke or the agent never answered."""
+    loud = [i for i, on in enumerate(user_loud) if on]
+    if not loud:
+        return None
+    onset = next((i for i in range(loud[-1] + 1, len(agent_db)) if agent_db[i] > threshold_db), None)
+    return None if onset is None else (onset - loud[-1] - 1) * frame_ms
+
+
+def respond(args) -> dict:
+    """The `respond` command: IN.wav as the user, followed by silence; OUT.wav the agent's side."""
+    import numpy as np
+
+    import telugu_codec_fixed
+    from audio_io import load_audio, save_wav
+
+    torch.set_num_threads(args.threads)
+    model = load(args.checkpoint)
+    codec = telugu_codec_fixed.load(args.codec)
+    if codec.frame_size != model.frame_size or codec.cfg.codebook_size != model.card:
+        raise SystemExit(f"codec {args.codec or telugu_codec_fixed.SHIPPED} does not match the S2S model "
+                         f"(frame {codec.frame_size} vs {model.frame_size}, codebook {codec.cfg.codebook_size} vs {model.card})")
+    voice, voice_name = None, None
+    bank_path = Path(args.voice_bank) if args.voice_bank else ROOT / "checkpoints" / "voice_bank.json"
+    if bank_path.exists():
+        from speaker_embeddings import VoiceBank
+        bank = VoiceBank.load(bank_path)
+        voice_name = args.voice or model.config.server.default_voice or bank.names()[0]
+        voice = bank.embedding(voice_name)
+    elif args.voice:
+        raise SystemExit(f"--voice {args.voice}: no voice bank at {bank_path}")
+    sr = codec.sample_rate
+    user = load_audio(args.input, sr)
+    n_in = len(user)
+    user = np.concatenate([user, np.zeros(int(round(args.seconds_after * sr)), np.float32)])
+    run = converse(model, codec, user, voice, model.config.context, args.temperature, args.top_k, args.seed)
+    save_wav(args.output, run["agent_pcm"][:len(user)], sr)
+    ms = sorted(run["step_ms"])
+    cm = run["context"]
+    return {"input": str(args.input), "output": str(args.output), "voice": voice_name, "sample_rate": sr,
+            "input_s": round(n_in / sr, 3), "output_s": round(len(user) / sr, 3), "frames": run["n_frames"],
+            "user_text": run["user_text"], "agent_text": run["agent_text"],
+            "user_pieces": run["pieces"]["user"], "agent_pieces": run["pieces"]["agent"],
+            "response_gap_ms": response_gap_ms(run["user_loud"], run["agent_db"], run["frame_ms"]),
+            "turns": cm.transcript(), "barge_ins": cm.barge_ins,
+            "step_ms": {"p50": round(statistics.median(ms), 2), "p95": round(ms[int(0.95 * (len(ms) - 1))], 2)}}
+
+
 # --- CLI -----------------------------------------------------------------------------------------
 
 def benchmark(cfg: Config, steps: int = 200, warm_frames: int | None = None) -> dict:
@@ -739,7 +861,26 @@ def main(argv=None) -> int:
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--steps", type=int, default=200)
     b.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("respond", help="play IN.wav as the user, write the agent's side to OUT.wav, print JSON")
+    r.add_argument("input", help="the user's side: any audio file, any rate")
+    r.add_argument("output", help="the agent's side, 24 kHz WAV, the length of IN + --seconds_after")
+    r.add_argument("--voice", help="agent voice name in the voice bank (default: server.default_voice or the first)")
+    r.add_argument("--checkpoint", help=f"S2S model .safetensors (default {SHIPPED.relative_to(ROOT)})")
+    r.add_argument("--codec", help="codec .safetensors (default: the shipped codec)")
+    r.add_argument("--voice_bank", help="voice bank JSON (default checkpoints/voice_bank.json)")
+    r.add_argument("--seconds_after", type=float, default=3.0, help="silence after IN, for the answer")
+    r.add_argument("--temperature", type=float, help="agent sampling temperature (default: the model's config)")
+    r.add_argument("--top_k", type=int)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    if args.cmd == "respond":
+        try:
+            print(json.dumps(respond(args), ensure_ascii=False, indent=1))
+        except (FileNotFoundError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
     from config import load_config
 
     torch.set_num_threads(args.threads)

@@ -1,0 +1,239 @@
+"""Held-out evaluation of the S2S agent (issue 6): one command, a table per agent voice, a JSON.
+
+    python s2s_eval.py --checkpoint checkpoints/s2s.safetensors [--codec C] [--dialogues data/dialogues]
+                       [--split heldout_test] [--limit N] [--json runs/s2s_eval.json]
+
+Each held-out dialogue (user voices and phrasings never trained on) is replayed as the user's side,
+frame by frame through s2s_transformer.converse (the server's loop: streaming codec, generator,
+ContextManager with barge-in), with the dialogue's agent voice. Per agent voice:
+
+    answer_accuracy   turns whose agent text (from the request's start to the next request)
+                      dialogue_domain.is_correct accepts; interrupted answers are not scored
+    user_cer          the model's user transcript against the user's words (whole dialogue)
+    voice_match       the speaker encoder's voice_bank.identify() of the agent's audio is the voice
+                      asked for (a silent agent does not match)
+    round_trip_cer    the agent's audio fed back as a user, transcribed by the model's own user-text
+                      stream, against the agent's text
+    barge_in_200ms    interruptions where the agent was speaking at the user's onset and fell
+                      silent (for at least 200 ms) within 200 ms of it
+    response_gap_ms   end of a request's last word to the agent's first audio after it (p50, p95),
+                      and responded: the share of requests answered with any audio before the next
+    step_ms           the generator's step per frame on one thread (frame_ms: with the codec's
+                      streaming decoder)
+
+plus sentence_test_cer: the user transcript CER on the sentence corpus's test voices and sentences.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dialogue_domain as domain
+import s2s_transformer as s2s
+import train_s2s as ts
+from audio_io import read_manifest
+
+ROOT = Path(__file__).resolve().parent
+TARGETS = {"answer_accuracy": ">= 0.90", "voice_match": ">= 0.95", "round_trip_cer": "<= 0.10",
+           "barge_in_200ms": ">= 0.95", "response_gap_ms_p50": "<= 300", "step_ms_p50": "< 40"}
+BARGE_IN_MS = 200
+
+
+def _frames(seconds: float, frame_s: float) -> int:
+    return int(math.floor(seconds / frame_s + 1e-6))
+
+
+def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperature=None, top_k=None, seed=0,
+                 encoder=None) -> dict:
+    """Replay one dialogue's user side and score what the agent did (see the module docstring)."""
+    sr = codec.sample_rate
+    user = ts.read_channel(d["audio"], 0, sample_rate=sr)
+    voice = bank.embedding(d["agent_voice"]) if bank is not None and d["agent_voice"] in bank.names() else None
+    run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer)
+    frame_s = run["frame_ms"] / 1000
+    active = [db > s2s.AGENT_ACTIVE_DB for db in run["agent_db"]]
+    meta = d["meta"]
+    requests = sorted((u for u in meta["utterances"] if u["side"] == "user" and u["kind"] == "request"),
+                      key=lambda u: u["start"])
+    turns = []
+    for i, u in enumerate(requests):
+        nxt = requests[i + 1]["start"] if i + 1 < len(requests) else len(active) * frame_s
+        last = i + 1 == len(requests)
+        said = "".join(p["piece"] for p in run["pieces"]["agent"] if u["start"] < p["t"] and (last or p["t"] <= nxt)).strip()
+        ref_turn = meta["turns"][u["turn"]]
+        onset = next((f for f in range(_frames(u["end"], frame_s) + 1, min(len(active), _frames(nxt, frame_s)))
+                      if active[f]), None)
+        turns.append({"intent": u["intent"], "said": said, "expected": ref_turn["agent_text"],
+                      "scored": not ref_turn["interrupted"],
+                      "correct": bool(domain.is_correct(u["intent"], u["slots"], said)) if said else False,
+                      "gap_ms": None if onset is None else round(max(0.0, onset * frame_s - u["end"]) * 1000)})
+    barge = []
+    for it in meta.get("interruptions", []):
+        f0 = _frames(it["onset"], frame_s)
+        if not any(active[max(0, f0 - 3):f0]):
+            continue  # the agent was not speaking when the user came in: nothing to yield
+        window = _frames(BARGE_IN_MS / 1000, frame_s)
+        ok = any(not any(active[f:f + window]) for f in range(f0, min(len(active), f0 + window + 1)))
+        barge.append(bool(ok))
+    out = {"id": meta["id"], "agent_voice": d["agent_voice"], "turns": turns, "barge_in": barge,
+           "user_ref": ts.words_text(d["user_words"]), "user_hyp": run["user_text"], "agent_text": run["agent_text"],
+           "step_ms": run["step_ms"], "frame_ms": run["frame_total_ms"]}
+    if encoder is not None:
+        out.update(voice_check(run, active, encoder, bank, d["agent_voice"], sr, model.frame_size))
+    out["agent_pcm"] = run["agent_pcm"]
+    return out
+
+
+def voice_check(run, active, encoder, bank, voice, sr, fs) -> dict:
+    speech = np.concatenate([run["agent_pcm"][f * fs:(f + 1) * fs] for f, on in enumerate(active) if on] or
+                            [np.zeros(0, np.float32)])
+    if len(speech) < sr // 2:
+        return {"voice_identified": None, "voice_match": False}
+    name, score = bank.identify(encoder.embed(speech, sr))
+    return {"voice_identified": name, "voice_similarity": round(score, 3), "voice_match": name == voice}
+
+
+def round_trip(model, codec, tokenizer, results, silence_codes, bank, batch: int = 8) -> None:
+    """The agent's audio, fed back as a user's, transcribed by the model; adds round_trip_hyp."""
+    todo = [r for r in results if r["agent_text"]]
+    fs = model.frame_size
+    for i in range(0, len(todo), batch):
+        group = todo[i:i + batch]
+        T = max(len(r["agent_pcm"]) // fs for r in group) + 25  # a second more, for the lagging transcript
+        pcm = torch.zeros(len(group), 1, T * fs)
+        for b, r in enumerate(group):
+            pcm[b, 0, :len(r["agent_pcm"])] = torch.from_numpy(r["agent_pcm"])
+        user = ts.user_input(pcm, model.cfg.user_input, codec, model.n_codebooks)
+        voice = None
+        if bank is not None:
+            voice = torch.stack([bank.embedding(r["agent_voice"]) if r["agent_voice"] in bank.names()
+                                 else torch.zeros(model.voice_in.in_features) for r in group])
+        ids = ts.transcribe(model, user, voice, silence_codes, T)
+        for r, row in zip(group, ids):
+            r["round_trip_hyp"] = tokenizer.decode(row.tolist())
+
+
+def summarise(results) -> dict:
+    turns = [t for r in results for t in r["turns"] if t["scored"]]
+    gaps = [t["gap_ms"] for r in results for t in r["turns"] if t["gap_ms"] is not None]
+    all_turns = [t for r in results for t in r["turns"]]
+    barge = [b for r in results for b in r["barge_in"]]
+    rt = [r for r in results if "round_trip_hyp" in r]
+    steps = [x for r in results for x in r["step_ms"]]
+    frames = [x for r in results for x in r["frame_ms"]]
+    voice = [r["voice_match"] for r in results if "voice_match" in r]
+    pct = lambda xs, q: round(float(np.percentile(xs, q)), 1) if xs else None
+    return {
+        "dialogues": len(results), "turns_scored": len(turns),
+        "answer_accuracy": round(float(np.mean([t["correct"] for t in turns])), 4) if turns else None,
+        "user_cer": round(ts.cer([r["user_ref"] for r in results], [r["user_hyp"] for r in results]), 4) if results else None,
+        "voice_match": round(float(np.mean(voice)), 4) if voice else None,
+        "round_trip_cer": round(ts.cer([r["agent_text"] for r in rt], [r["round_trip_hyp"] for r in rt]), 4) if rt else None,
+        "round_trip_n": len(rt),
+        "barge_in_200ms": round(float(np.mean(barge)), 4) if barge else None, "barge_in_n": len(barge),
+        "response_gap_ms_p50": pct(gaps, 50), "response_gap_ms_p95": pct(gaps, 95),
+        "responded": round(len(gaps) / len(all_turns), 4) if all_turns else None,
+        "step_ms_p50": pct(steps, 50), "step_ms_p95": pct(steps, 95),
+        "frame_ms_p50": pct(frames, 50), "frame_ms_p95": pct(frames, 95),
+    }
+
+
+COLUMNS = [("answer_accuracy", "answer acc"), ("user_cer", "user CER"), ("voice_match", "voice match"),
+           ("round_trip_cer", "round-trip CER"), ("barge_in_200ms", "barge-in ≤200ms"),
+           ("response_gap_ms_p50", "gap p50 ms"), ("response_gap_ms_p95", "gap p95 ms"),
+           ("step_ms_p50", "step ms p50"), ("frame_ms_p50", "+codec ms p50")]
+
+
+def table(report) -> str:
+    fmt = lambda v: "—" if v is None else (f"{v:.3f}" if isinstance(v, float) and v < 10 else f"{v}")
+    head = "| voice | dialogues | " + " | ".join(c for _, c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    rows = list(report["per_voice"].items()) + [("all", report["all"])]
+    for name, m in rows:
+        lines.append(f"| {name} | {m['dialogues']} | " + " | ".join(fmt(m[k]) for k, _ in COLUMNS) + " |")
+    lines.append(f"| target | | " + " | ".join(TARGETS.get(k, "") for k, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", help="S2S .safetensors (default: the shipped model)")
+    p.add_argument("--codec", help="codec .safetensors (default: the shipped codec)")
+    p.add_argument("--speaker_path", help="speaker encoder .safetensors (default: the shipped one)")
+    p.add_argument("--voice_bank", help="voice bank JSON (default: beside the speaker encoder)")
+    p.add_argument("--dialogues", default=str(ROOT / "data" / "dialogues"), help="dialogue_corpus.py output")
+    p.add_argument("--split", default="heldout_test")
+    p.add_argument("--sentences", default=str(ROOT / "data" / "synthetic" / "test.jsonl"),
+                   help="sentence manifest for sentence_test_cer ('' to skip)")
+    p.add_argument("--limit", type=int, default=0, help="first N dialogues only (0: all)")
+    p.add_argument("--temperature", type=float, help="agent sampling (default: the model's config)")
+    p.add_argument("--top_k", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the report here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    import speaker_embeddings
+    import telugu_codec_fixed
+    model = s2s.load(args.checkpoint)
+    codec = telugu_codec_fixed.load(args.codec)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise SystemExit("no tokenizer beside the checkpoint (telugu_spm.model)")
+    spk_path = Path(args.speaker_path) if args.speaker_path else speaker_embeddings.DEFAULT_CHECKPOINT
+    bank_path = Path(args.voice_bank) if args.voice_bank else spk_path.parent / "voice_bank.json"
+    encoder = speaker_embeddings.load(spk_path) if spk_path.exists() else None
+    bank = speaker_embeddings.VoiceBank.load(bank_path) if bank_path.exists() else None
+    if encoder is None or bank is None:
+        print(f"warning: no speaker encoder ({spk_path}) or voice bank ({bank_path}): no voice conditioning "
+              "or voice match", file=sys.stderr)
+        encoder = None if bank is None else encoder
+
+    dialogues = ts.read_dialogues(args.dialogues, args.split, args.limit or None)
+    if not dialogues:
+        raise SystemExit(f"no dialogues in {args.dialogues}/dialogues_{args.split}.jsonl (dialogue_corpus.py)")
+    results = []
+    for i, d in enumerate(dialogues):
+        results.append(run_dialogue(model, codec, bank, tokenizer, d, model.config.context, args.temperature,
+                                    args.top_k, args.seed + i, encoder))
+        print(f"\r{i + 1}/{len(dialogues)} dialogues", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    silence = ts.silence_codes_of(codec)
+    round_trip(model, codec, tokenizer, results, silence, bank)
+    by_voice = defaultdict(list)
+    for r in results:
+        by_voice[r["agent_voice"]].append(r)
+    report = {"checkpoint": str(args.checkpoint or s2s.SHIPPED), "codec": str(args.codec or telugu_codec_fixed.SHIPPED),
+              "dialogues": args.dialogues, "split": args.split, "threads": args.threads,
+              "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
+              "targets": TARGETS}
+    if args.sentences and Path(args.sentences).exists():
+        clips = ts.validation_clips(args.sentences, 10 ** 6, codec.sample_rate)
+        if args.limit:
+            clips = clips[::max(1, len(clips) // (4 * args.limit))][:4 * args.limit]
+        voice = bank.embedding(bank.names()[0]) if bank is not None else None
+        report["sentence_test_cer"] = round(ts.validate_transcription(model, clips, tokenizer, codec, silence, voice)["cer"], 4)
+        report["sentence_test_clips"] = len(clips)
+    report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
+                           "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms")} for t in r["turns"]]}
+                          for r in results[:5]]
+    print(table(report))
+    if "sentence_test_cer" in report:
+        print(f"sentence_test_cer (test voices x unseen sentences, {report['sentence_test_clips']} clips): "
+              f"{report['sentence_test_cer']:.3f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

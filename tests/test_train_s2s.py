@@ -1,0 +1,180 @@
+"""The user's commands, run through subprocesses on a tiny world the test builds itself (a random
+codec and speaker encoder, six sentence clips, two dialogues): both training stages, exact resume,
+export, the code cache reused, `respond`, and s2s_eval's JSON."""
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import dialogue_domain as domain
+from audio_io import save_wav, write_manifest
+from config import Config
+from speaker_embeddings import SpeakerEncoder, Voice, VoiceBank
+from telugu_codec_fixed import Codec
+from train_utils import export_safetensors
+
+torch.set_num_threads(1)
+SR = 24000
+WORDS = ["నమస్కారం", "మీరు", "ఎలా", "ఉన్నారు", "నా", "పేరు", "లక్ష్మి", "రెండు", "మూడు"]
+TINY = ["--config", "tiny", "--set", "s2s.d_model=16", "--set", "s2s.n_layers=1", "--set", "s2s.n_heads=2",
+        "--set", "s2s.depth_d_model=16", "--set", "s2s.depth_layers=1", "--set", "s2s.depth_heads=2",
+        "--set", "s2s.n_codebooks=2", "--set", "s2s.context_frames=64", "--set", "train_s2s.threads=1",
+        "--set", "train_s2s.batch_size=2", "--set", "train_s2s.warmup_steps=1", "--set", "train_s2s.save_every_steps=2",
+        "--set", "train_s2s.eval_every_steps=0", "--set", "train_s2s.log_every_steps=1",
+        "--stage1_steps", "4", "--stage2_steps", "4", "--val_clips", "2", "--val_dialogues", "1", "--crop_s", "2.0"]
+
+
+def speechlike(seconds, rng, n=None):
+    t = np.arange(n if n is not None else int(seconds * SR)) / SR
+    return (0.2 * np.sin(2 * np.pi * rng.uniform(120, 250) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+            + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def timed(words, start, per_word=0.3):
+    return [{"word": w, "start": round(start + i * per_word, 3), "end": round(start + (i + 1) * per_word - 0.05, 3)}
+            for i, w in enumerate(words)]
+
+
+def make_sentences(root, rng):
+    for split, n in (("train", 6), ("val", 2), ("test", 2)):
+        rows = []
+        for i in range(n):
+            words = timed(WORDS[i % 5:i % 5 + 3], 0.1)
+            path = root / "wavs" / f"{split}{i}.wav"
+            save_wav(path, speechlike(1.1, rng))
+            rows.append(dict(audio=str(path.relative_to(root)), text=" ".join(w["word"] for w in words),
+                             speaker=f"{split}{i % 2}", lang="te", duration=1.1, split=split, words=words))
+        write_manifest(root / f"{split}.jsonl", rows)
+
+
+def make_dialogues(root, rng):
+    """Two dialogues in dialogue_corpus.py's layout; the second has an interruption."""
+    rows = []
+    for i, voice in enumerate(("lakshmi", "ravi")):
+        turns = [domain.sample_turn(random.Random(i * 10 + k), "train") for k in range(2)]
+        stereo = np.zeros((int(6.0 * SR), 2), np.float32)
+        utterances, turns_out, t = [], [], 0.3
+        for k, turn in enumerate(turns):
+            u_words, a_words = timed(turn.user_text.split()[:3], t), timed(turn.agent_text.split()[:4], t + 1.2)
+            for side, words, kind in ((0, u_words, "request"), (1, a_words, "answer")):
+                a, b = int(words[0]["start"] * SR), int(words[-1]["end"] * SR)
+                stereo[a:b, side] = speechlike(0, rng, b - a)
+                utterances.append({"side": ("user", "agent")[side], "kind": kind, "turn": k,
+                                   "text": " ".join(w["word"] for w in words), "start": words[0]["start"],
+                                   "end": words[-1]["end"], "words": words, "intent": turn.intent, "slots": turn.slots})
+            turns_out.append({"turn": k, "intent": turn.intent, "slots": turn.slots, "agent_text": turn.agent_text,
+                              "user_text": turn.user_text, "interrupted": False})
+            t += 2.8
+        interruptions = [{"turn": 0, "by_turn": 1, "onset": 2.0, "agent_silent_from": 2.1}] if i else []
+        meta = {"id": f"d{i}", "audio": f"d{i}.wav", "agent_voice": voice, "user_voice": "test_f1",
+                "turns": turns_out, "utterances": utterances, "interruptions": interruptions}
+        sf.write(root / "train" / f"d{i}.wav", stereo, SR, subtype="PCM_16")
+        (root / "train" / f"d{i}.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        rows.append({"audio": f"train/d{i}.wav", "json": f"train/d{i}.json", "duration": 6.0, "user_dry": None})
+    for split in ("train", "heldout_val", "heldout_test"):
+        (root / f"dialogues_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("s2s")
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.codec.channels, cfg.codec.res_units, cfg.codec.n_codebooks, cfg.codec.codebook_size = [16, 32], 1, 2, 32
+    export_safetensors(Codec(cfg.codec).state_dict(), root / "codec.safetensors", cfg, fp16=False)
+    cfg.speaker.channels, cfg.speaker.embed_dim = 16, 8
+    export_safetensors(SpeakerEncoder(cfg.speaker).eval().state_dict(), root / "spk" / "speaker.safetensors", cfg)
+    bank = VoiceBank(encoder="speaker.safetensors")
+    for name in ("lakshmi", "priya", "ravi", "kiran"):
+        v = rng.standard_normal(8)
+        bank.add(Voice(name, "female", "test", [], list(v / np.linalg.norm(v))))
+    bank.save(root / "spk" / "voice_bank.json")
+    (root / "data" / "dialogues" / "train").mkdir(parents=True)
+    make_sentences(root / "data" / "synthetic", rng)
+    make_dialogues(root / "data" / "dialogues", rng)
+    common = ["--codec_path", str(root / "codec.safetensors"), "--speaker_path", str(root / "spk" / "speaker.safetensors"),
+              "--data_dir", str(root / "data" / "synthetic"), "--epochs", "10", *TINY]
+    full = train(*common, "--out_dir", str(root / "full"))
+    return root, common, full
+
+
+def train(*args):
+    r = subprocess.run([sys.executable, "train_s2s.py", *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_two_stages_resume_exactly_reuse_codes_and_export(world):
+    root, common, full = world
+    out = root / "full"
+    assert "0 reused, 2 encoded" in full.stdout  # the first run tokenises the agent channels
+    assert (out / "transcribe" / "step_00000004.pt").exists() and (out / "dialogue" / "step_00000004.pt").exists()
+    assert list((out / "transcribe" / "tb").glob("events.*")) and (out / "transcribe" / "val.jsonl").exists()
+    assert "cer" in json.loads((out / "transcribe" / "val.jsonl").read_text().splitlines()[-1])
+    assert "answer_accuracy" in (out / "dialogue" / "val.jsonl").read_text()
+    # Exported: fp16 safetensors, the config and the tokenizer beside it, loadable.
+    import s2s_transformer
+    from safetensors.torch import load_file
+    assert all(v.dtype == torch.float16 for v in load_file(out / "s2s.safetensors").values() if v.is_floating_point())
+    model = s2s_transformer.load(out / "s2s.safetensors")
+    assert model.cfg.d_model == 16 and model.tokenizer is not None and model.config.codec.codebook_size == 32
+
+    # A run killed after stage-1 step 2: only that checkpoint survives; --resume redoes the rest.
+    half = root / "half"
+    (half / "transcribe").mkdir(parents=True)
+    shutil.copy(out / "transcribe" / "step_00000002.pt", half / "transcribe")
+    resumed = train(*common, "--out_dir", str(half), "--resume")
+    assert "transcribe: resumed from" in resumed.stdout and "at step 2" in resumed.stdout
+    assert "2 reused, 0 encoded" in resumed.stdout  # the agent's codes came from the cache
+    for stage in ("transcribe", "dialogue"):
+        a, b = weights(out / stage / "step_00000004.pt"), weights(half / stage / "step_00000004.pt")
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], msg=f"{stage}: {k}")
+
+
+def test_respond_writes_audio_of_the_right_length_and_json(world, tmp_path):
+    root = world[0]
+    wav = tmp_path / "in.wav"
+    sf.write(wav, speechlike(1.0, np.random.default_rng(1))[::3], 8000)  # any rate: 8 kHz here
+    r = subprocess.run([sys.executable, "s2s_transformer.py", "respond", str(wav), str(tmp_path / "out.wav"),
+                        "--checkpoint", str(root / "full" / "s2s.safetensors"), "--codec", str(root / "codec.safetensors"),
+                        "--voice_bank", str(root / "spk" / "voice_bank.json"), "--voice", "ravi",
+                        "--seconds_after", "0.5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    info = sf.info(tmp_path / "out.wav")
+    assert info.samplerate == SR and info.frames == int(1.5 * SR)
+    assert out["voice"] == "ravi" and out["frames"] == 38
+    for key in ("user_text", "agent_text", "user_pieces", "agent_pieces", "response_gap_ms", "turns", "step_ms"):
+        assert key in out
+    assert all(set(p) == {"t", "piece"} for p in out["user_pieces"] + out["agent_pieces"])
+
+
+def test_eval_writes_every_metric(world, tmp_path):
+    root = world[0]
+    report_path = tmp_path / "eval.json"
+    r = subprocess.run([sys.executable, "s2s_eval.py", "--checkpoint", str(root / "full" / "s2s.safetensors"),
+                        "--codec", str(root / "codec.safetensors"), "--speaker_path", str(root / "spk" / "speaker.safetensors"),
+                        "--dialogues", str(root / "data" / "dialogues"),
+                        "--sentences", str(root / "data" / "synthetic" / "test.jsonl"), "--json", str(report_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert set(report["per_voice"]) == {"lakshmi", "ravi"}
+    for key in ("answer_accuracy", "user_cer", "voice_match", "round_trip_cer", "barge_in_200ms",
+                "response_gap_ms_p50", "response_gap_ms_p95", "responded", "step_ms_p50", "frame_ms_p50"):
+        assert key in report["all"], key
+    assert report["all"]["turns_scored"] == 4 and report["all"]["step_ms_p50"] > 0
+    assert 0 <= report["sentence_test_cer"]
+    assert "| lakshmi |" in r.stdout and "| all |" in r.stdout
