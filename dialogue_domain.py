@@ -33,34 +33,18 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable
 
+from telugu_text import number_to_words
+
 HELDOUT_VALUE_SHARE = 0.15  # share of arithmetic pairs / echoed names held out of training
 HELDOUT_PHRASING_SHARE = 0.15  # at least one per intent
 
 # --- Telugu words for numbers, days, months, times ----------------------------------------------
 
-_ONES = ["సున్నా", "ఒకటి", "రెండు", "మూడు", "నాలుగు", "ఐదు", "ఆరు", "ఏడు", "ఎనిమిది", "తొమ్మిది",
-         "పది", "పదకొండు", "పన్నెండు", "పదమూడు", "పద్నాలుగు", "పదిహేను", "పదహారు", "పదిహేడు",
-         "పద్దెనిమిది", "పందొమ్మిది"]
-_TENS = {2: "ఇరవై", 3: "ముప్పై", 4: "నలభై", 5: "యాభై", 6: "అరవై", 7: "డెబ్బై", 8: "ఎనభై", 9: "తొంభై"}
-
-
 def number_words(n: int) -> str:
-    """0 <= n < 100000 as spoken Telugu: 23 -> ఇరవై మూడు, 150 -> నూట యాభై, 2024 -> రెండు వేల ఇరవై నాలుగు."""
+    """0 <= n < 100000 as spoken Telugu (telugu_text's forms: 150 -> నూట యాభై, 2024 -> రెండు వేల ఇరవై నాలుగు)."""
     if not 0 <= n < 100000:
         raise ValueError(f"number out of range for Telugu words: {n}")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + (" " + _ONES[n % 10] if n % 10 else "")
-    if n < 1000:
-        h, rest = divmod(n, 100)
-        if h == 1:
-            return "వంద" if rest == 0 else "నూట " + number_words(rest)
-        return f"{_ONES[h]} వందలు" if rest == 0 else f"{_ONES[h]} వందల {number_words(rest)}"
-    t, rest = divmod(n, 1000)
-    if t == 1:
-        return "వెయ్యి" if rest == 0 else "వెయ్యి " + number_words(rest)
-    return f"{number_words(t)} వేలు" if rest == 0 else f"{number_words(t)} వేల {number_words(rest)}"
+    return number_to_words(n)
 
 
 def count_words(n: int) -> str:
