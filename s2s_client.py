@@ -181,7 +181,7 @@ async def bench(url: str, sessions: list[int], seconds: float, pcm: np.ndarray |
         results = await asyncio.gather(*(converse(url, audio, token=token, realtime=True, timeout=60)
                                          for _ in range(n)), return_exceptions=True)
         row = {"sessions": n, "ok": 0, "rtt_p50_ms": [], "rtt_p95_ms": [], "drift_ms": [], "compute_p50_ms": [],
-               "compute_p95_ms": [], "errors": []}
+               "compute_p95_ms": [], "cpu_p50_ms": [], "errors": []}
         frame_ms = 40.0
         for r in results:
             if isinstance(r, Exception):
@@ -193,9 +193,10 @@ async def bench(url: str, sessions: list[int], seconds: float, pcm: np.ndarray |
             row["rtt_p50_ms"].append(round(float(np.percentile(rtt, 50)), 1))
             row["rtt_p95_ms"].append(round(float(np.percentile(rtt, 95)), 1))
             row["drift_ms"].append(round(float(np.median(rtt[-per_s:]) - np.median(rtt[per_s:2 * per_s])), 1))
-            compute = (r.stopped or {}).get("stats", {}).get("compute_ms", {})
-            row["compute_p50_ms"].append(compute.get("p50"))
-            row["compute_p95_ms"].append(compute.get("p95"))
+            server = (r.stopped or {}).get("stats", {})
+            row["compute_p50_ms"].append(server.get("compute_ms", {}).get("p50"))
+            row["compute_p95_ms"].append(server.get("compute_ms", {}).get("p95"))
+            row["cpu_p50_ms"].append(server.get("cpu_ms", {}).get("p50"))
             frame_ms = r.frame_ms
         row["realtime"] = row["ok"] == n and all(p <= 3 * frame_ms for p in row["rtt_p95_ms"]) and \
             all(d <= frame_ms for d in row["drift_ms"])

@@ -72,8 +72,9 @@ async function loadHealth() {
     const r = await fetch("/health", { cache: "no-store" });
     const h = await r.json();
     fillVoices(h.voices, h.default_voice);
-    $("server").textContent = `server ${h.version} · ${h.sessions}/${h.max_sessions} conversations · ` +
-      `models: ${basename(h.models.s2s)}, ${basename(h.models.codec)}` + (h.token_required && !token ? " · needs ?token=" : "");
+    const models = [h.models.s2s, h.models.codec].filter(Boolean).map(basename).join(", ");
+    $("server").textContent = `server ${h.version} · ${h.sessions}/${h.max_sessions} conversations` +
+      (models ? ` · models: ${models}` : "") + (h.token_required && !token ? " · needs ?token=" : "");
   } catch (e) {
     $("server").textContent = "server unreachable: is streaming_server_advanced.py running?";
   }
@@ -200,12 +201,11 @@ function addPiece(side, text) {
 function onStateChange(state) {
   const before = stats.state;
   setState(state);
-  if (state === "speaking" && before !== "speaking") { newTurn.agent = true; newTurn.user = true; }
-  if (state === "interrupted") {
-    if (turns.agent) turns.agent.el.classList.add("interrupted");
-    newTurn.user = true;
-    newTurn.agent = true;
-  }
+  // The agent's text runs ahead of its voice, so its turn opens with its first piece and closes
+  // when it stops speaking; the user's turn closes when the agent starts.
+  if (state === "speaking") newTurn.user = true;
+  if (before === "speaking" && state !== "speaking") newTurn.agent = true;
+  if (state === "interrupted" && turns.agent) turns.agent.el.classList.add("interrupted");
 }
 
 // --- the connection ------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import pytest
 import streaming_server_advanced as server_mod
 from audio_io import resample, save_wav
 from config import load_config
-from test_server import ServerThread, server_config, tiny_checkpoints, tiny_models  # noqa: F401 (fixtures)
+from test_server import (VOICES, ScriptedCodec, ScriptedS2S, ServerThread, server_config,  # noqa: F401 (fixtures)
+                         tiny_checkpoints, tiny_models)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -125,6 +126,34 @@ def test_page_talks_to_the_agent_in_chromium(tiny_models, tmp_path):  # noqa: F8
         browser.close()
     health = st.server.health()
     assert health["sessions"] == 0
+
+
+def test_barge_in_empties_the_players_buffer(tmp_path):
+    """A scripted agent talks (a tone) until the question starts over it: the server's flush must
+    reach the player, which drops its buffer, and the agent stays silent while it yields."""
+    from playwright.sync_api import sync_playwright
+
+    text, _, _ = heldout_question()
+    wav = fake_mic_wav(tmp_path / "question.wav", text, lead_s=2.0, tail_s=2.0)
+    models = server_mod.Models(ScriptedCodec(), ScriptedS2S(), None,
+                               {v: {"gender": "", "embedding": None} for v in VOICES})
+    with ServerThread(models, server_config()) as st, sync_playwright() as p:
+        browser = launch(p, wav, loop=False)
+        page, problems = open_page(browser, st.http + "/")
+        page.click("#start")
+        page.wait_for_function("() => window.__stats.state === 'speaking' && window.__stats.nonSilentSamples > 4800",
+                               timeout=20000)
+        page.wait_for_function("() => window.__stats.flushMessages >= 1 && window.__stats.flushes >= 1", timeout=20000)
+        assert "interrupted" in page.inner_text("#state") or st.server.metrics.barge_ins >= 1
+        before = stats(page)["nonSilentSamples"]
+        page.wait_for_timeout(400)
+        after = stats(page)["nonSilentSamples"]
+        assert after - before < 0.05 * 48000, "the agent kept playing after the barge-in"
+        assert page.locator(".turn.agent.interrupted").count() >= 1
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_barge_in.png"), full_page=True)
+        assert not problems, problems
+        browser.close()
 
 
 def test_mic_denied_message(tiny_models):  # noqa: F811
