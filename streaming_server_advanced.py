@@ -38,8 +38,9 @@ message (it is not reading), a bad Origin or a wrong ?token= is refused at the h
 
 Capacity: one conversation costs about 13 ms of CPU per 40 ms frame with the default-size models
 (S2S 14.4 M + codec 7.4 M parameters, one thread). Measured with `python s2s_client.py bench` on
-a 2-core machine: 3 concurrent conversations hold real time (round trip p95 under 40 ms), 4 do not
-(p95 about 200 ms); ServerConfig.max_sessions defaults to 2 for headroom.
+a 2-core machine, the server given CPU priority over two training jobs running beside it: 3
+concurrent conversations hold real time (round trip p95 under 40 ms), 4 do not (p95 about 200 ms);
+ServerConfig.max_sessions defaults to 2 for headroom.
 """
 from __future__ import annotations
 
