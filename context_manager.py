@@ -25,22 +25,26 @@ LISTENING, THINKING, SPEAKING, INTERRUPTED = "listening", "thinking", "speaking"
 
 
 class VoiceActivity:
-    """Energy VAD with an adaptive noise floor and onset/hangover smoothing: cheap, causal, and good
-    enough to tell speech from a quiet room at the 40 ms frame rate."""
+    """Energy VAD with onset/hangover smoothing: cheap, causal, and good enough to tell speech from
+    a room at the 40 ms frame rate. The noise floor is the quietest frame of the last
+    `noise_window_frames` (minimum statistics): speech has pauses, a room does not, so the floor
+    finds a noisy room within that window and never climbs onto continuous speech."""
 
     def __init__(self, cfg: ContextConfig):
         self.cfg = cfg
-        self.noise_db = -70.0
+        self.levels = collections.deque([-70.0] * cfg.noise_window_frames, maxlen=cfg.noise_window_frames)
         self.active = False  # smoothed: speaking, with onset and hangover
         self.loud = False  # raw: this frame alone is above the threshold
         self._run = 0  # consecutive frames disagreeing with `active`
 
+    @property
+    def noise_db(self) -> float:
+        return min(self.levels)
+
     def update(self, pcm: np.ndarray) -> bool:
         db = 10 * math.log10(float(np.mean(np.square(pcm, dtype=np.float64))) + 1e-10) if len(pcm) else -100.0
         loud = self.loud = db > max(self.noise_db + self.cfg.vad_margin_db, self.cfg.vad_min_db)
-        # The floor follows quiet frames quickly and loud ones very slowly (speech is not noise).
-        rate = 0.2 if db < self.noise_db else (0.002 if loud else 0.05)
-        self.noise_db += rate * (db - self.noise_db)
+        self.levels.append(db)
         self._run = self._run + 1 if loud != self.active else 0
         needed = self.cfg.vad_onset_frames if not self.active else self.cfg.vad_hangover_frames
         if self._run >= needed:

@@ -86,3 +86,13 @@ def test_memory_stays_bounded_over_an_hour():
     assert len(cm.history) == 10
     assert len(cm.timings["step_ms"]) == 100
     assert cm.percentiles("step_ms")["p50"] == 5.0
+
+
+def test_noisy_room_is_not_speech_for_long():
+    """A steady room at about -50 dBFS counts as silence within the noise window (2 s)."""
+    vad = VoiceActivity(ContextConfig())
+    room = lambda: (0.0045 * rng.standard_normal(N)).astype(np.float32)  # ~ -47 dBFS
+    states = [vad.update(room()) for _ in range(100)]
+    assert not any(states[60:])
+    loud = [vad.update(speech() * 3) for _ in range(5)]
+    assert loud[-1]  # speech above the room is still heard
