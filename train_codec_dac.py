@@ -4,6 +4,7 @@ VQ losses, a multi-period and a multi-band STFT discriminator, AdamW with warm-u
     python train_codec_dac.py --data_dir data/synthetic --epochs 100 --batch_size 8 --save_every 10
     torchrun --nproc_per_node 4 train_codec_dac.py --config a6000 --data_dir data/prepared
     python train_codec_dac.py --resume            # continue the run in out_dir exactly
+    python train_codec_dac.py --set train_codec.grad_accum=4   # 4 micro-batches per optimizer step
     python train_codec_dac.py --eval --checkpoint checkpoints/codec.safetensors --manifest M
 
 One visible loop below (nanoGPT's train.py): setup, data, schedule, step, eval, checkpoint.
@@ -11,9 +12,12 @@ One visible loop below (nanoGPT's train.py): setup, data, schedule, step, eval, 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import math
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import train_utils as tu
-from audio_io import load_audio, read_manifest
+from audio_io import ManifestIndex, load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, to_dict
 from discriminator_dac import Discriminator, MultiScaleMelLoss, discriminator_loss, generator_losses
 from telugu_codec_fixed import Codec
@@ -35,22 +39,21 @@ from telugu_codec_fixed import Codec
 
 class Crops(torch.utils.data.Dataset):
     """Random fixed-length crops of the manifest's clips. The crop of item i in epoch e is fixed by
-    (seed, e, i), so a resumed run sees exactly the audio it would have seen."""
+    (seed, e, i), so a resumed run sees exactly the audio it would have seen. The manifest is
+    indexed, not loaded (ManifestIndex): a corpus of any size streams from disk."""
 
     def __init__(self, manifest, segment: int, sample_rate: int, seed: int):
-        rows = list(read_manifest(manifest))
-        if not rows:
+        self.rows = ManifestIndex(manifest)
+        if not len(self.rows):
             raise SystemExit(f"{manifest}: no utterances")
-        self.paths = [r["audio"] for r in rows]
-        self.durations = [float(r["duration"]) for r in rows]
         self.segment, self.sr, self.seed, self.epoch = segment, sample_rate, seed, 0
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.rows)
 
     def __getitem__(self, i):
         rng = tu.item_rng(self.seed, self.epoch, i)
-        path = self.paths[i]
+        path = self.rows[i]["audio"]
         info = sf.info(path)
         if info.samplerate == self.sr and info.channels == 1:  # the prepared corpora: read only the crop
             start = int(rng.integers(0, max(1, info.frames - self.segment + 1)))
@@ -133,7 +136,7 @@ def main(argv=None):
     val_manifest = data_dir / cfg.data.val_manifest
     val_clips = []
     if rt.is_main and val_manifest.exists():
-        for row in list(read_manifest(val_manifest))[:8]:
+        for row in itertools.islice(read_manifest(val_manifest), 8):
             val_clips.append(torch.from_numpy(load_audio(row["audio"], cfg.codec.sample_rate)))
 
     model = Codec(cfg.codec).to(rt.device)
@@ -152,7 +155,7 @@ def main(argv=None):
         opt_d.load_state_dict(state["opt_d"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         elapsed = state.get("elapsed_s", 0.0)
-        tu.set_rng_state(state["rng"])
+        tu.set_rng_state(state["rng"], rt.rank)
         if rt.is_main:
             print(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
 
@@ -160,68 +163,106 @@ def main(argv=None):
     if rt.ddp:
         gen = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
         dis = DDP(disc, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    # In the generator's pass the discriminators are a fixed critic: the raw module with its weights
+    # frozen, so that pass neither computes nor all-reduces discriminator gradients.
+    critic = disc
     if train.compile:
-        gen, dis = torch.compile(gen), torch.compile(dis)
+        gen, dis, critic = torch.compile(gen), torch.compile(dis), torch.compile(disc)
 
+    accum = train.grad_accum
     n_batches = len(tu.epoch_batches(len(dataset), train.batch_size, 0, train.seed, rt.rank, rt.world_size))
-    total_steps = train.max_steps or n_batches * train.epochs // train.grad_accum
+    steps_per_epoch = tu.optimizer_steps_per_epoch(n_batches, accum)
+    total_steps = train.max_steps or steps_per_epoch * train.epochs
     writer = tu.tensorboard(rt, out_dir)
     lw = cfg.loss
 
     def save():
-        state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                 "elapsed_s": elapsed, "rng": tu.rng_state(), "config": to_dict(cfg)}
-        return ckpts.save(state, step, cfg)
+        rng = tu.rng_state(rt)  # every rank's: a collective, so every rank calls save()
+        if rt.is_main:
+            ckpts.save({"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                        "opt_d": opt_d.state_dict(), "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                        "elapsed_s": elapsed, "rng": rng, "config": to_dict(cfg)}, step, cfg)
 
     if rt.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"codec {n_params / 1e6:.2f} M params, {len(dataset)} clips, {n_batches} batches/epoch, "
-              f"{total_steps} steps, device {rt.device}, world {rt.world_size}")
+              f"{total_steps} steps of {train.batch_size} x {accum} x {rt.world_size} clips, "
+              f"device {rt.device}, world {rt.world_size}")
     bar = tqdm(total=total_steps, initial=step, disable=not rt.is_main, desc="codec", dynamic_ncols=True)
     done = step >= total_steps
     while not done and epoch < train.epochs:
         dataset.epoch = epoch
         batches = tu.epoch_batches(len(dataset), train.batch_size, epoch, train.seed, rt.rank, rt.world_size)
-        loader = tu.make_loader(dataset, batches[batch_in_epoch:], train, rt)
+        loader = tu.make_loader(dataset, batches[batch_in_epoch:steps_per_epoch * accum], train, rt)
+        micro = []  # the micro-batches of one optimizer step (batch_in_epoch counts micro-batches)
         for pcm in loader:
+            micro.append(pcm)
+            if len(micro) < accum:
+                continue
             t0 = time.time()
-            x = pcm.to(rt.device, non_blocking=True)
-            target = delayed(x, model.delay)
+            xs = [m.to(rt.device, non_blocking=True) for m in micro]
+            targets = [delayed(x, model.delay) for x in xs]
+            micro = []
             lr = tu.lr_at(step, train, total_steps)
             tu.set_lr(opt_g, lr)
             tu.set_lr(opt_d, lr)
             vq_mix = min(1.0, step / max(1, cfg.codec.vq_warmup_steps))
             use_gan = step >= lw.gan_start_step
-            with rt.autocast():
-                y, codes, latents, commitment, codebook = gen(x, vq_mix)
-            y = y.float()
+            logs = defaultdict(float)
+            passes = [None] * accum  # generator passes (y, codes, latents, commitment, codebook)
 
-            logs = {}
-            if use_gan:  # discriminator step first, on a detached generator output
-                with rt.autocast():
-                    loss_d = discriminator_loss(dis(y.detach()), dis(target))
+            # Gradient accumulation keeps one optimizer step = one batch of batch_size * accum clips:
+            # each micro-batch's loss is scaled by 1 / accum and DDP averages only on the last one.
+            # 1. Discriminators first, on the detached reconstructions of every micro-batch, one step.
+            #    With accum > 1 the generator passes are rehearsed without gradients (same random
+            #    quantizer dropout, no usage counts) and redone in 2., where the generator meets the
+            #    updated discriminators as it does with accum = 1: the same algorithm at any accum.
+            if use_gan:
                 opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
+                with tu.rehearsal(model, rt.device) if accum > 1 else contextlib.nullcontext():
+                    for k in range(accum):
+                        if accum == 1:
+                            with rt.autocast():
+                                passes[k] = gen(xs[k], vq_mix)
+                            fake = passes[k][0].float().detach()
+                        else:
+                            with torch.no_grad(), rt.autocast():
+                                fake = model(xs[k], vq_mix)[0].float()
+                        with tu.sync_gradients(dis, k == accum - 1):
+                            with rt.autocast():
+                                loss_d = discriminator_loss(dis(fake), dis(targets[k]))
+                            (loss_d / accum).backward()
+                        logs["loss_d"] += loss_d.item() / accum
                 logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.discriminator.grad_clip).item()
                 opt_d.step()
-                logs["loss_d"] = loss_d.item()
 
-            loss_mel = mel_loss(y, target)
-            loss = lw.mel_weight * loss_mel + cfg.codec.commitment_weight * commitment + cfg.codec.codebook_weight * codebook
-            if use_gan:
-                with rt.autocast():
-                    with torch.no_grad():  # real features are only targets for feature matching
-                        d_real = dis(target)
-                    adv, feat = generator_losses(dis(y), d_real)
-                loss = loss + lw.adv_weight * adv + lw.feat_weight * feat
-                logs.update(adv=adv.item(), feat=feat.item())
+            # 2. Generator: mel and VQ losses, and with the GAN on, adversarial + feature matching.
             opt_g.zero_grad(set_to_none=True)
-            loss.backward()
+            for k in range(accum):
+                with tu.sync_gradients(gen, k == accum - 1):
+                    if passes[k] is None:
+                        with rt.autocast():
+                            passes[k] = gen(xs[k], vq_mix)
+                    y, codes, latents, commitment, codebook = passes[k]
+                    y = y.float()
+                    loss_mel = mel_loss(y, targets[k])
+                    loss = lw.mel_weight * loss_mel + cfg.codec.commitment_weight * commitment + cfg.codec.codebook_weight * codebook
+                    if use_gan:
+                        with tu.frozen(disc), rt.autocast():
+                            with torch.no_grad():  # real features are only targets for feature matching
+                                d_real = critic(targets[k])
+                            adv, feat = generator_losses(critic(y), d_real)
+                        loss = loss + lw.adv_weight * adv + lw.feat_weight * feat
+                        logs["adv"] += adv.item() / accum
+                        logs["feat"] += feat.item() / accum
+                    (loss / accum).backward()
+                passes[k] = None  # the next micro-batch's graph must not share memory with this one
+                for name, value in (("loss", loss), ("mel", loss_mel), ("commitment", commitment), ("codebook", codebook)):
+                    logs[name] += value.item() / accum
             logs["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip).item()
             opt_g.step()
 
-            if step % 100 == 0 and step >= cfg.codec.vq_warmup_steps // 2:
+            if step % 100 == 0 and step >= cfg.codec.vq_warmup_steps // 2:  # on the last micro-batch's latents
                 restarted = 0
                 for vq, z_e in zip(model.quantizer.quantizers, latents):
                     restarted += vq.restart_dead_codes(z_e, cfg.codec.dead_code_threshold)
@@ -231,12 +272,11 @@ def main(argv=None):
                 logs["dead_codes_restarted"] = restarted
 
             step += 1
-            batch_in_epoch += 1
+            batch_in_epoch += accum
             elapsed += time.time() - t0
-            logs.update(loss=loss.item(), mel=loss_mel.item(), commitment=commitment.item(),
-                        codebook=codebook.item(), lr=lr, vq_mix=vq_mix)
+            logs.update(lr=lr, vq_mix=vq_mix)
             bar.update(1)
-            bar.set_postfix(mel=f"{loss_mel.item():.3f}", d=f"{logs.get('loss_d', 0):.2f}")
+            bar.set_postfix(mel=f"{logs['mel']:.3f}", d=f"{logs.get('loss_d', 0):.2f}")
             if writer and step % train.log_every_steps == 0:
                 for k, v in logs.items():
                     writer.add_scalar(f"train/{k}", v, step)
@@ -257,7 +297,7 @@ def main(argv=None):
                     writer.add_audio("val/reconstruction", rec, step, sample_rate=cfg.codec.sample_rate)
                     writer.add_audio("val/original", val_clips[0].numpy(), step, sample_rate=cfg.codec.sample_rate)
                     writer.add_image("val/mel_reconstruction", mel_image(rec, cfg.codec.sample_rate), step)
-            if rt.is_main and step % train.save_every_steps == 0:
+            if step % train.save_every_steps == 0:
                 save()
             if step >= total_steps:
                 done = True
@@ -265,11 +305,11 @@ def main(argv=None):
         else:
             epoch += 1
             batch_in_epoch = 0
-            if rt.is_main and train.save_every and epoch % train.save_every == 0:
+            if train.save_every and epoch % train.save_every == 0:
                 save()
     bar.close()
+    save()
     if rt.is_main:
-        save()
         final = out_dir / "codec.safetensors"
         tu.export_safetensors(model.state_dict(), final, cfg, fp16=False)
         if args.export:

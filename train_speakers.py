@@ -13,12 +13,13 @@ exported as safetensors + JSON config, and the voice bank is built (see `pick_ag
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
 import json
 import math
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,11 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import train_utils as tu
-from audio_io import load_audio, read_manifest, resample, to_mono
+from audio_io import ManifestIndex, load_audio, read_manifest, resample, to_mono
 from config import ROOT, Config, SpeakerConfig, add_train_args, config_from_args, config_json_path, save_config
 from speaker_embeddings import (DEFAULT_CHECKPOINT, DEFAULT_VOICE_BANK, SpeakerEncoder, Voice, VoiceBank, load,
                                 mean_embedding)
@@ -150,11 +151,13 @@ class CropDataset(Dataset):
     far as a different vocal tract would, and triples the speakers a small corpus offers. Within a
     class, a few percent of speed change keeps the label, so pitch alone is not identity."""
 
-    def __init__(self, rows: list[dict], labels: list[int], cfg: SpeakerConfig, seed: int,
+    def __init__(self, rows: Sequence[dict], labels: Sequence[int], cfg: SpeakerConfig, seed: int,
                  speed_speakers: tuple[float, ...] = (), max_speed_change: float = 0.04):
-        self.rows, self.labels, self.cfg, self.seed = rows, labels, cfg, seed
+        # rows: a ManifestIndex (read on demand) or a list; labels: one speaker id per row
+        self.rows, self.labels, self.cfg, self.seed = rows, np.asarray(labels, dtype=np.int64), cfg, seed
         self.speeds = (1.0, *speed_speakers)
-        self.n_speakers = (max(labels) + 1) * len(self.speeds)
+        self.n_base = int(self.labels.max()) + 1
+        self.n_speakers = self.n_base * len(self.speeds)
         self.max_speed_change = max_speed_change
         self.n_samples = int(cfg.segment_s * cfg.sample_rate)
 
@@ -174,21 +177,26 @@ class CropDataset(Dataset):
         pcm = resample(pcm, int(round(sr / speed)), self.cfg.sample_rate)[: self.n_samples]
         if len(pcm) < self.n_samples:
             pcm = np.pad(pcm, (0, self.n_samples - len(pcm)))
-        label = variant * (max(self.labels) + 1) + self.labels[row_index]
+        label = variant * self.n_base + int(self.labels[row_index])
         return torch.from_numpy(augment(pcm, rng)), label
 
 
-def eval_rows(rows: list[dict], per_speaker: int, seed: int = 0) -> list[dict]:
-    """A fixed, seeded choice of at most `per_speaker` utterances of each speaker."""
-    by_speaker = defaultdict(list)
-    for r in rows:
-        by_speaker[r["speaker"]].append(r)
+def eval_rows(rows: Sequence[dict], per_speaker: int, seed: int = 0) -> list[dict]:
+    """A fixed, seeded choice of at most `per_speaker` utterances of each speaker. From a
+    ManifestIndex only the chosen rows are read."""
+    if isinstance(rows, ManifestIndex):
+        names, ids = rows.speakers, rows.speaker_ids
+    else:
+        names = sorted({r["speaker"] for r in rows})
+        id_of = {name: i for i, name in enumerate(names)}
+        ids = np.array([id_of[r["speaker"]] for r in rows], dtype=np.int64)
+    # Each speaker's rows in manifest order, speakers in sorted order.
+    members = np.split(np.argsort(ids, kind="stable"), np.cumsum(np.bincount(ids, minlength=len(names)))[:-1])
     rng = np.random.default_rng(seed)
     chosen = []
-    for spk in sorted(by_speaker):
-        rs = by_speaker[spk]
-        idx = rng.permutation(len(rs))[:per_speaker] if per_speaker > 0 else range(len(rs))
-        chosen.extend(rs[k] for k in sorted(idx))
+    for rows_of_speaker in members:
+        idx = rng.permutation(len(rows_of_speaker))[:per_speaker] if per_speaker > 0 else range(len(rows_of_speaker))
+        chosen.extend(rows[int(rows_of_speaker[k])] for k in sorted(idx))
     return chosen
 
 
@@ -244,7 +252,7 @@ def _relative(path: str) -> str:
         return str(path)
 
 
-def pick_agent_voices(rows: list[dict], num_speakers: int) -> list[tuple[str, str, str]]:
+def pick_agent_voices(rows: Iterable[dict], num_speakers: int) -> list[tuple[str, str, str]]:
     """(name, gender, source) of the agent's voices. With the synthetic corpus: the catalogue's
     voices whose role is "agent" (telugu_tts), those with audio in the manifests. With real corpora
     (no catalogue voice has audio): the training speakers with the most audio, alternating genders
@@ -276,11 +284,27 @@ def pick_agent_voices(rows: list[dict], num_speakers: int) -> list[tuple[str, st
     return [(s, gender[s], f"corpus:{s}") for s in picked]
 
 
-def build_voice_bank(encoder: SpeakerEncoder, rows: list[dict], num_speakers: int, n_enrol: int,
+class ManifestRows:
+    """The rows of several manifests, streamed again on every pass (nothing kept in memory)."""
+
+    def __init__(self, paths):
+        self.paths = [Path(p) for p in paths if Path(p).exists()]
+
+    def __iter__(self) -> Iterator[dict]:
+        return itertools.chain.from_iterable(read_manifest(p) for p in self.paths)
+
+
+def build_voice_bank(encoder: SpeakerEncoder, rows: Iterable[dict], num_speakers: int, n_enrol: int,
                      checkpoint: str, seed: int = 0) -> VoiceBank:
+    """`rows` is iterated twice: once to pick the voices, once to gather their utterances."""
     bank = VoiceBank(encoder=_relative(checkpoint))
-    for name, gender, source in pick_agent_voices(rows, num_speakers):
-        enrol = eval_rows([r for r in rows if r["speaker"] == name], n_enrol, seed)
+    picked = pick_agent_voices(rows, num_speakers)
+    utterances = {name: [] for name, _, _ in picked}
+    for r in rows:
+        if r["speaker"] in utterances:
+            utterances[r["speaker"]].append(r)
+    for name, gender, source in picked:
+        enrol = eval_rows(utterances[name], n_enrol, seed)
         emb = mean_embedding(list(embed_rows(encoder, enrol)))
         bank.add(Voice(name=name, gender=gender, source=source,
                        enrolment=[_relative(r["audio"]) for r in enrol], embedding=emb.tolist()))
@@ -297,27 +321,27 @@ def validate(encoder: SpeakerEncoder, val_rows: list[dict]) -> dict:
     return metrics
 
 
-def load_split(data_dir: Path, name: str) -> list[dict]:
+def index_split(data_dir: Path, name: str) -> ManifestIndex:
     path = data_dir / name
     if not path.exists():
         raise SystemExit(f"no manifest {path}")
-    return list(read_manifest(path))
+    return ManifestIndex(path)
 
 
 def train(args, cfg: Config) -> None:
     tc = cfg.train_speakers
     rt = tu.setup_runtime(tc)
     data_dir = Path(cfg.data.data_dir)
-    train_rows = load_split(data_dir, cfg.data.train_manifest)
-    val_rows = eval_rows(load_split(data_dir, cfg.data.val_manifest), VAL_PER_SPEAKER)
-    speakers = sorted({r["speaker"] for r in train_rows})
-    label_of = {s: i for i, s in enumerate(speakers)}
+    train_rows = index_split(data_dir, cfg.data.train_manifest)  # rows stay on disk, read per item
+    if not len(train_rows):
+        raise SystemExit(f"{data_dir / cfg.data.train_manifest}: no utterances")
+    val_rows = eval_rows(index_split(data_dir, cfg.data.val_manifest), VAL_PER_SPEAKER)
+    speakers = train_rows.speakers  # sorted; speaker_ids index into it
     overlap = set(speakers) & {r["speaker"] for r in val_rows}
     if overlap and rt.is_main:
         print(f"warning: {len(overlap)} val speakers also in train; val EER is then optimistic")
 
-    dataset = CropDataset(train_rows, [label_of[r["speaker"]] for r in train_rows], cfg.speaker, tc.seed,
-                          tuple(args.speed_speakers))
+    dataset = CropDataset(train_rows, train_rows.speaker_ids, cfg.speaker, tc.seed, tuple(args.speed_speakers))
     model = SpeakerTrainer(cfg.speaker, dataset.n_speakers).to(rt.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     ckpts = tu.Checkpoints(tc.out_dir, tc.keep_checkpoints)
@@ -329,16 +353,18 @@ def train(args, cfg: Config) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
-        tu.set_rng_state(state["rng"])
+        tu.set_rng_state(state["rng"], rt.rank)
         if rt.is_main:
             print(f"resumed from {path}: step {step}, epoch {epoch}, batch {position}")
     raw_model = model
     if rt.ddp:
         device_ids = [rt.device.index] if rt.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if tc.compile:
+        model = torch.compile(model)
 
     micro_per_epoch = len(tu.epoch_batches(len(dataset), tc.batch_size, 0, tc.seed, rt.rank, rt.world_size))
-    steps_per_epoch = max(1, micro_per_epoch // tc.grad_accum)
+    steps_per_epoch = tu.optimizer_steps_per_epoch(micro_per_epoch, tc.grad_accum)
     total_steps = tc.epochs * steps_per_epoch
     if tc.max_steps > 0:
         total_steps = min(total_steps, tc.max_steps)
@@ -348,14 +374,16 @@ def train(args, cfg: Config) -> None:
         n_params = sum(p.numel() for p in raw_model.encoder.parameters())
         print(f"{len(train_rows)} utterances of {len(speakers)} speakers x {len(dataset.speeds)} speeds; "
               f"{len(val_rows)} val utterances; "
-              f"encoder {n_params / 1e6:.2f} M params; {steps_per_epoch} steps/epoch, {total_steps} steps; "
+              f"encoder {n_params / 1e6:.2f} M params; {steps_per_epoch} steps/epoch of "
+              f"{tc.batch_size} x {tc.grad_accum} x {rt.world_size} crops, {total_steps} steps; "
               f"device {rt.device}, world {rt.world_size}")
         save_config(cfg, Path(tc.out_dir) / "config.json")
 
     def save():
+        rng = tu.rng_state(rt)  # every rank's: a collective, so every rank calls save()
         if rt.is_main:
             ckpts.save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "epoch": epoch, "position": position, "rng": tu.rng_state(), "speakers": speakers,
+                        "epoch": epoch, "position": position, "rng": rng, "speakers": speakers,
                         "speeds": list(dataset.speeds)}, step, cfg)
 
     # In a log file (nohup) a progress line every few seconds is enough.
@@ -366,13 +394,12 @@ def train(args, cfg: Config) -> None:
     while step < total_steps and epoch < tc.epochs:
         batches = tu.epoch_batches(len(dataset), tc.batch_size, epoch, tc.seed, rt.rank, rt.world_size)
         batches = batches[: steps_per_epoch * tc.grad_accum]  # whole optimizer steps only
-        loader = DataLoader(dataset, batch_sampler=[[(epoch, i) for i in b] for b in batches[position:]],
-                            num_workers=tc.num_workers, pin_memory=rt.device.type == "cuda")
+        loader = tu.make_loader(dataset, [[(epoch, i) for i in b] for b in batches[position:]], tc, rt)
         for micro, (pcm, labels) in enumerate(loader, start=position):
             pcm, labels = pcm.to(rt.device, non_blocking=True), labels.to(rt.device, non_blocking=True)
             last_micro = (micro + 1) % tc.grad_accum == 0
-            # DDP averages gradients on the last micro-batch of a step only.
-            with model.no_sync() if rt.ddp and not last_micro else contextlib.nullcontext():
+            # Each micro-batch adds 1 / grad_accum of its loss; DDP averages on the last one only.
+            with tu.sync_gradients(model, last_micro):
                 with rt.autocast():
                     loss, acc = model(pcm, labels)
                 (loss / tc.grad_accum).backward()
@@ -407,7 +434,7 @@ def train(args, cfg: Config) -> None:
                 break
         else:  # the epoch ran to its end
             epoch, position = epoch + 1, 0
-            if epoch % tc.save_every == 0:
+            if tc.save_every and epoch % tc.save_every == 0:
                 save()
     bar.close()
     save()
@@ -432,10 +459,7 @@ def finish(args, cfg: Config, encoder: SpeakerEncoder, train_rows, val_rows, wri
           f"threshold {cfg.speaker.threshold} (calibrated at the EER point)")
 
     data_dir = Path(cfg.data.data_dir)
-    all_rows = list(train_rows)
-    for name in (cfg.data.val_manifest, cfg.data.test_manifest):
-        if (data_dir / name).exists():
-            all_rows.extend(read_manifest(data_dir / name))
+    all_rows = ManifestRows([train_rows.path] + [data_dir / name for name in (cfg.data.val_manifest, cfg.data.test_manifest)])
     bank = build_voice_bank(shipped, all_rows, args.num_speakers, args.enrol, str(export), cfg.train_speakers.seed)
     bank.save(args.voice_bank)
     print(f"voice bank {args.voice_bank}: {', '.join(f'{v.name} ({v.gender})' for v in bank.voices.values())}")
@@ -478,7 +502,7 @@ def _real_speech_trials(emb_real: np.ndarray, emb_synth: np.ndarray, threshold: 
 def evaluate(args) -> dict:
     torch.set_num_threads(args.threads or 1)
     encoder = load(args.checkpoint)
-    rows = eval_rows(list(read_manifest(args.manifest)), args.per_speaker)
+    rows = eval_rows(ManifestIndex(args.manifest), args.per_speaker)
     speakers = [r["speaker"] for r in rows]
     t0 = time.time()
     emb = embed_rows(encoder, rows, progress=True)

@@ -74,6 +74,49 @@ def setup_runtime(train: TrainConfig) -> Runtime:
     return Runtime(device, rank, world_size, local_rank, dtype)
 
 
+def ddp_module(model: torch.nn.Module):
+    """The DistributedDataParallel inside `model` (through torch.compile's wrapper), or None."""
+    while model is not None and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = getattr(model, "_orig_mod", None)
+    return model
+
+
+def sync_gradients(model: torch.nn.Module, sync: bool):
+    """Gradient accumulation under DDP: averaging gradients across ranks costs a network round, so
+    the micro-steps before the last of an optimizer step accumulate locally (DDP's `no_sync`) and
+    the last one averages the sum. Forward and backward must both run inside this context."""
+    ddp = ddp_module(model)
+    return contextlib.nullcontext() if sync or ddp is None else ddp.no_sync()
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Gradients flow through `module` to its inputs but not into its weights (a critic in the
+    generator's pass); its requires_grad flags are restored afterwards."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def rehearsal(module: torch.nn.Module, device: torch.device):
+    """Passes that leave no trace: the RNG and `module`'s buffers (running statistics, usage
+    counters) are put back afterwards, so the real passes that follow draw the same random numbers
+    and count the same data as if the rehearsal had never run."""
+    buffers = [b.detach().clone() for b in module.buffers()]
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        yield
+    with torch.no_grad():
+        for b, saved in zip(module.buffers(), buffers):
+            b.copy_(saved)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -100,6 +143,15 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 # --- a data order that resumes exactly ------------------------------------------------------------
+
+def optimizer_steps_per_epoch(n_micro_batches: int, grad_accum: int) -> int:
+    """Whole optimizer steps in an epoch of `n_micro_batches`; the remainder (< grad_accum) is
+    dropped, so a step never mixes two epochs and a resumed epoch starts on a step boundary."""
+    if n_micro_batches < grad_accum:
+        raise SystemExit(f"an epoch has {n_micro_batches} batches per rank, fewer than train.grad_accum="
+                         f"{grad_accum}: lower grad_accum or batch_size, or use fewer processes")
+    return n_micro_batches // grad_accum
+
 
 def epoch_batches(n_items: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
                   world_size: int = 1) -> list[list[int]]:
@@ -185,14 +237,24 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def rng_state() -> dict:
+def rng_state(rt: Runtime | None = None) -> dict:
+    """This process's torch RNG. Under DDP every rank draws its own numbers (seeded seed + rank), so
+    the state also carries every rank's under "ranks": a collective, call it on all ranks."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if rt is not None and rt.ddp:
+        ranks = [None] * rt.world_size
+        dist.all_gather_object(ranks, state)
+        state = dict(state, ranks=ranks)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, rank: int = 0) -> None:
+    """Restore this rank's RNG (rank 0's when the checkpoint had fewer ranks or none recorded)."""
+    ranks = state.get("ranks") or []
+    if rank < len(ranks):
+        state = ranks[rank]
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
