@@ -510,7 +510,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
         opt.load_state_dict(state["opt"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         elapsed = state.get("elapsed_s", 0.0)
-        tu.set_rng_state(state["rng"])
+        tu.set_rng_state(state["rng"], rt.rank)  # each rank's own stream (dropout differs per rank)
         if rt.is_main:
             print(f"{stage}: resumed from {path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
     final = Path(run_dir) / "s2s.safetensors"
@@ -529,10 +529,11 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
     writer = tu.tensorboard(rt, run_dir)
 
     def save():
-        state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "epoch": epoch,
-                 "batch_in_epoch": batch_in_epoch, "elapsed_s": elapsed, "rng": tu.rng_state(),
-                 "config": to_dict(cfg), "stage": stage, "settings": asdict(st)}
-        return ckpts.save(state, step, cfg)
+        rng = tu.rng_state(rt)  # every rank's: a collective, so every rank calls save()
+        if rt.is_main:
+            ckpts.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "epoch": epoch,
+                        "batch_in_epoch": batch_in_epoch, "elapsed_s": elapsed, "rng": rng,
+                        "config": to_dict(cfg), "stage": stage, "settings": asdict(st)}, step, cfg)
 
     def run_validation():
         model.eval()  # no dropout while the generator steps
@@ -569,10 +570,10 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
             tu.set_lr(opt, lr)
             micro += 1
             last = micro % accum == 0
-            sync = net.no_sync() if rt.ddp and not last else _null()
-            with sync, rt.autocast():
-                loss, parts = net(batch, weights)
-            (loss / accum).backward()
+            with tu.sync_gradients(net, last):  # DDP averages on the last micro-batch only
+                with rt.autocast():
+                    loss, parts = net(batch, weights)
+                (loss / accum).backward()
             batch_in_epoch += 1
             if not last:
                 continue
@@ -593,7 +594,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
             if rt.is_main and train.eval_every_steps and step % train.eval_every_steps == 0:
                 run_validation()
                 t0 = time.time()  # validation is not training time
-            if rt.is_main and step % train.save_every_steps == 0:
+            if step % train.save_every_steps == 0:
                 save()
             if step >= total_steps:
                 done = True
@@ -601,13 +602,13 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
         else:
             epoch += 1
             batch_in_epoch = 0
-            if rt.is_main and train.save_every and epoch % train.save_every == 0:
+            if train.save_every and epoch % train.save_every == 0:
                 save()
     bar.close()
+    if rt.is_main and not (train.eval_every_steps and step % train.eval_every_steps == 0):
+        run_validation()
+    save()
     if rt.is_main:
-        if not (train.eval_every_steps and step % train.eval_every_steps == 0):
-            run_validation()
-        save()
         export(model, cfg, final, args.tokenizer, fp16=False, metadata={"step": step, "stage": stage})
         print(f"{stage}: done at step {step} ({elapsed / 60:.1f} min of training): {final}")
         if writer:
@@ -615,14 +616,6 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
     if rt.ddp:
         dist.barrier()
     return step
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def stage_steps(explicit: int, train, n_items: int, world: int) -> int:
@@ -704,8 +697,9 @@ def main(argv=None):
             init = out_dir / "transcribe" / "s2s.safetensors"
             if init.exists():
                 model.load_state_dict(load_weights(init), strict=True)
-                print(f"dialogue: starting from {init}")
-            else:
+                if rt.is_main:
+                    print(f"dialogue: starting from {init}")
+            elif rt.is_main:
                 print(f"dialogue: warning: no stage-1 weights at {init}; starting from scratch")
         cache = CodeCache(Path(args.cache_dir) if args.cache_dir else data_dir.parent / "s2s_cache", args.codec_path)
         heldout = read_dialogues(dialogue_dir, "heldout_val", st.val_dialogues) if rt.is_main else []
@@ -716,6 +710,11 @@ def main(argv=None):
             reused, encoded = cache.build(jobs, encode)
             print(f"code cache {cache.dir}: {reused} reused, {encoded} encoded")
         if rt.ddp:
+            # Pre-tokenising a real corpus can take longer than a collective's timeout (30 min), so
+            # the other ranks wait on the cache's index on disk, then meet rank 0 in a barrier.
+            index, keys = cache.dir / "index.json", [file_key(d["audio"]) for d in dialogues]
+            while not rt.is_main and not (index.exists() and all(k in json.loads(index.read_text()) for k in keys)):
+                time.sleep(5)
             dist.barrier()
             cache = CodeCache(cache.dir.parent, args.codec_path)
         dset = Dialogues(dialogues, cache, tokenizer, sr, fs, st, train.seed, bank)

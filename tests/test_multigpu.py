@@ -91,3 +91,60 @@ def test_speakers_ddp_accumulation_resumes_exactly(corpus, tmp_path):  # noqa: F
     assert (a["step"], a["epoch"], a["position"]) == (b["step"], b["epoch"], b["position"]) == (4, 0, 8)
     assert_same_weights(a["model"], b["model"], rtol=1e-5, atol=1e-6)
 
+
+@pytest.fixture(scope="module")
+def s2s_world(tmp_path_factory):
+    """test_train_s2s's tiny world (random codec, voice bank, six sentences, two dialogues)."""
+    import numpy as np
+
+    from config import Config
+    from speaker_embeddings import SpeakerEncoder, Voice, VoiceBank
+    from telugu_codec_fixed import Codec
+    from test_train_s2s import TINY, make_dialogues, make_sentences
+    from train_utils import export_safetensors
+
+    root = tmp_path_factory.mktemp("s2s_ddp")
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.codec.channels, cfg.codec.res_units, cfg.codec.n_codebooks, cfg.codec.codebook_size = [16, 32], 1, 2, 32
+    export_safetensors(Codec(cfg.codec).state_dict(), root / "codec.safetensors", cfg, fp16=False)
+    cfg.speaker.channels, cfg.speaker.embed_dim = 16, 8
+    export_safetensors(SpeakerEncoder(cfg.speaker).eval().state_dict(), root / "spk" / "speaker.safetensors", cfg)
+    bank = VoiceBank(encoder="speaker.safetensors")
+    for name in ("lakshmi", "priya", "ravi", "kiran"):
+        v = rng.standard_normal(8)
+        bank.add(Voice(name, "female", "test", [], list(v / np.linalg.norm(v))))
+    bank.save(root / "spk" / "voice_bank.json")
+    (root / "data" / "dialogues" / "train").mkdir(parents=True)
+    make_sentences(root / "data" / "synthetic", rng)
+    make_dialogues(root / "data" / "dialogues", rng)
+    common = ["train_s2s.py", "--codec_path", root / "codec.safetensors", "--speaker_path", root / "spk" / "speaker.safetensors",
+              "--data_dir", root / "data" / "synthetic", "--epochs", 10, *TINY, "--batch_size", 1,
+              "--set", "train_s2s.save_every_steps=3"]
+    return root, common
+
+
+@pytest.mark.timeout(600)
+def test_s2s_ddp_both_stages_and_exact_resume(s2s_world):
+    root, common = s2s_world
+    # Stage 1 with accumulation: 6 sentences / 2 ranks / batch 1 = 3 micro-batches = 1 step an epoch.
+    stage1 = [*common, "--stage", "transcribe", "--set", "train_s2s.grad_accum=2"]
+    full, half = root / "full", root / "half"
+    out = torchrun(*stage1, "--out_dir", full)
+    assert "world 2" in out
+    only_rank0_wrote(full / "transcribe", out, "transcribe: done at step 4")
+    torchrun(*stage1, "--out_dir", half)
+    keep_only(half / "transcribe", "step_00000003.pt")
+    out = torchrun(*stage1, "--out_dir", half, "--resume")
+    assert out.count("resumed from") == 1
+    a = torch.load(full / "transcribe" / "step_00000004.pt", weights_only=True)
+    b = torch.load(half / "transcribe" / "step_00000004.pt", weights_only=True)
+    assert (a["step"], a["epoch"], a["batch_in_epoch"]) == (b["step"], b["epoch"], b["batch_in_epoch"]) == (4, 3, 2)
+    assert_same_weights(a["model"], b["model"])  # dropout: every rank's RNG came back, not only rank 0's
+
+    # Stage 2 from stage 1's weights: rank 0 pre-tokenises the agent channels while rank 1 waits.
+    out = torchrun(*common, "--stage", "dialogue", "--out_dir", full, "--stage2_steps", 2)
+    assert out.count("code cache") == 1 and out.count("dialogue: starting from") == 1
+    only_rank0_wrote(full / "dialogue", out, "dialogue: done at step 2")
+    assert (full / "s2s.safetensors").exists()
