@@ -247,6 +247,10 @@ def main(argv=None):
                     y = y.float()
                     loss_mel = mel_loss(y, targets[k])
                     loss = lw.mel_weight * loss_mel + cfg.codec.commitment_weight * commitment + cfg.codec.codebook_weight * codebook
+                    if lw.waveform_weight > 0:  # EnCodec's time-domain L1: pins the phase the mel loss ignores
+                        loss_wave = (y - targets[k]).abs().mean()
+                        loss = loss + lw.waveform_weight * loss_wave
+                        logs["waveform"] += loss_wave.item() / accum
                     if use_gan:
                         with tu.frozen(disc), rt.autocast():
                             with torch.no_grad():  # real features are only targets for feature matching
