@@ -162,6 +162,37 @@ def table(report) -> str:
     return "\n".join(lines)
 
 
+def load_model(path):
+    """An exported model (.safetensors + .json, s2s_transformer.load) or a training checkpoint (.pt,
+    its Config inside; the shipped tokenizer)."""
+    if path is None or Path(path).suffix != ".pt":
+        return s2s.load(path)
+    from config import from_dict
+    from telugu_tokenizer import Tokenizer
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = s2s.S2SModel(from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    model.tokenizer = Tokenizer.load()
+    model.step = state["step"]
+    return model.eval()
+
+
+def transcript_report(model, codec, tokenizer, args) -> int:
+    clips = ts.validation_clips(args.sentences, args.limit or 10 ** 6, codec.sample_rate)
+    silence = ts.silence_codes_of(codec)
+    report = {"checkpoint": str(args.checkpoint), "step": getattr(model, "step", None),
+              "user_input": model.cfg.user_input, "sentences": args.sentences, "clips": len(clips)}
+    for bias in sorted({0.0, args.pad_bias}):
+        m = ts.validate_transcription(model, clips, tokenizer, codec, silence, None, pad_bias=bias)
+        report["cer" if bias == 0 else f"cer_pad_bias_{bias:g}"] = round(m["cer"], 4)
+        report.update(token_loss=round(m["token_loss"], 4), token_acc=round(m["token_acc"], 4))
+        report.setdefault("examples", []).extend(m["examples"][:2])
+    print(json.dumps(report, ensure_ascii=False))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="S2S .safetensors (default: the shipped model)")
@@ -178,16 +209,25 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
+    p.add_argument("--transcript_only", action="store_true",
+                   help="only the user transcript on --sentences (CER greedy and with --pad_bias, token "
+                        "loss and accuracy): the user-input comparison (docs/s2s_input_choice.md)")
+    p.add_argument("--pad_bias", type=float, default=2.0, help="with --transcript_only: also decode with PAD's "
+                                                                "logit lowered by this much")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     import speaker_embeddings
     import telugu_codec_fixed
-    model = s2s.load(args.checkpoint)
+    model = load_model(args.checkpoint)
     codec = telugu_codec_fixed.load(args.codec)
+    if args.checkpoint is None or Path(args.checkpoint).suffix != ".pt":
+        s2s.warn_codec_mismatch(args.checkpoint or s2s.SHIPPED, args.codec or telugu_codec_fixed.SHIPPED)
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise SystemExit("no tokenizer beside the checkpoint (telugu_spm.model)")
+    if args.transcript_only:
+        return transcript_report(model, codec, tokenizer, args)
     spk_path = Path(args.speaker_path) if args.speaker_path else speaker_embeddings.DEFAULT_CHECKPOINT
     bank_path = Path(args.voice_bank) if args.voice_bank else spk_path.parent / "voice_bank.json"
     encoder = speaker_embeddings.load(spk_path) if spk_path.exists() else None

@@ -788,6 +788,22 @@ def response_gap_ms(user_loud, agent_db, frame_ms: int, threshold_db: float = AG
     return None if onset is None else (onset - loud[-1] - 1) * frame_ms
 
 
+def warn_codec_mismatch(checkpoint, codec_path) -> bool:
+    """train_s2s.py records the hash of the codec a model was trained with: another codec's codes
+    (and latents) mean something else, and the agent then speaks noise. Warn, do not refuse."""
+    from safetensors import safe_open
+
+    import train_s2s
+    with safe_open(str(checkpoint), "pt") as f:
+        trained = (f.metadata() or {}).get("codec_sha")
+    used = train_s2s.codec_hash(codec_path)
+    if trained and trained != used:
+        print(f"warning: {checkpoint} was trained with codec {trained}, {codec_path} is {used}: "
+              "fine-tune it on this codec (train_s2s.py --init)", file=sys.stderr)
+        return True
+    return False
+
+
 def respond(args) -> dict:
     """The `respond` command: IN.wav as the user, followed by silence; OUT.wav the agent's side."""
     import numpy as np
@@ -810,6 +826,7 @@ def respond(args) -> dict:
         voice = bank.embedding(voice_name)
     elif args.voice:
         raise SystemExit(f"--voice {args.voice}: no voice bank at {bank_path}")
+    warn_codec_mismatch(args.checkpoint or SHIPPED, args.codec or telugu_codec_fixed.SHIPPED)
     sr = codec.sample_rate
     user = load_audio(args.input, sr)
     n_in = len(user)

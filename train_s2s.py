@@ -70,6 +70,7 @@ class StageSettings:
     stage1_code_weight: float = 0.0  # >0 trains the depth transformer on silence codes too (3-4x cost)
     val_clips: int = 32  # stage 1 validation: val-voice clips transcribed greedily
     val_dialogues: int = 6  # stage 2 validation: held-out dialogues answered greedily
+    max_dialogues: int = 0  # stage 2: the first N training dialogues only (0: all; smoke tests)
 
 
 # --- text and CER ----------------------------------------------------------------------------------
@@ -389,10 +390,11 @@ class LossOf(torch.nn.Module):
 # --- validation ----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def transcribe(model, user, voice, silence_codes, n_frames=None) -> torch.Tensor:
+def transcribe(model, user, voice, silence_codes, n_frames=None, pad_bias: float = 0.0) -> torch.Tensor:
     """Greedy streaming transcript of a batch while the agent stays silent (stage 1's setting):
     the temporal transformer stepped frame by frame with its KV cache, each step reading the user
-    text it chose the step before. user: S2SModel.embed_user's input; -> ids [B, T]."""
+    text it chose the step before. user: S2SModel.embed_user's input; -> ids [B, T]. pad_bias > 0
+    lowers PAD's logit by that much (a young model's PAD wins most argmaxes)."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -411,7 +413,9 @@ def transcribe(model, user, voice, silence_codes, n_frames=None) -> torch.Tensor
         cos, sin = rope(torch.tensor([t], device=dev), model.temporal.head_dim)
         x = base[:, t:t + 1] + model.user_text_emb(prev)[:, None]
         h = model.temporal.step(x, cos, sin, caches)
-        prev = out[:, t] = model.user_text_head(h)[:, 0].argmax(-1)
+        logits = model.user_text_head(h)[:, 0]
+        logits[:, PAD_ID] -= pad_bias
+        prev = out[:, t] = logits.argmax(-1)
     model.train(was_training)
     return out
 
@@ -420,27 +424,47 @@ def validation_clips(manifest, n: int, sample_rate: int) -> list[dict]:
     """`n` clips spread over the manifest (every k-th row, so every val voice is in)."""
     rows = [r for r in read_manifest(manifest) if r.get("words")]
     step = max(1, len(rows) // max(1, n))
-    return [dict(pcm=load_audio(r["audio"], sample_rate), ref=words_text(r["words"]), speaker=r["speaker"])
-            for r in rows[::step][:n]]
+    return [dict(pcm=load_audio(r["audio"], sample_rate), ref=words_text(r["words"]), words=r["words"],
+                 speaker=r["speaker"]) for r in rows[::step][:n]]
 
 
-def validate_transcription(model, clips, tokenizer, codec, silence_codes, voice, tail_s=1.0, batch=16) -> dict:
-    """User-transcript CER on held-out voices: greedy streaming decode of each clip + tail silence."""
+def validate_transcription(model, clips, tokenizer, codec, silence_codes, voice, tail_s=1.0, batch=16,
+                           lag_frames=2, pad_bias=0.0) -> dict:
+    """User-transcript quality on held-out voices, with the agent silent:
+        cer        greedy streaming decode of each clip + tail silence (what the page would show)
+        token_loss teacher-forced cross-entropy on the frames that carry a word's token, and
+        token_acc  how often the argmax there is that token: smooth measures that move long before
+                   a young model's greedy decode stops choosing PAD."""
     dev = next(model.parameters()).device
     fs, sr = model.frame_size, model.config.codec.sample_rate
-    hyps = []
+    rate = sr / fs
+    hyps, losses, hits, n_tokens = [], 0.0, 0, 0
     for i in range(0, len(clips), batch):
         group = clips[i:i + batch]
         T = max(frames_for(len(c["pcm"]) + int(tail_s * sr), fs) for c in group)
+        targets = [align(tokenizer, c["words"], T, rate, lag_frames, "end") for c in group]
+        T = max(n for _, n in targets)
         pcm = torch.zeros(len(group), 1, T * fs)
-        for b, c in enumerate(group):
+        text = torch.full((len(group), T), PAD_ID, dtype=torch.long)
+        for b, (c, (ids, n)) in enumerate(zip(group, targets)):
             pcm[b, 0, :len(c["pcm"])] = torch.from_numpy(c["pcm"])
+            text[b, :n] = torch.as_tensor(ids)
         user = user_input(pcm.to(dev), model.cfg.user_input, codec, model.n_codebooks)
-        v = None if voice is None else torch.as_tensor(voice)[None].expand(len(group), -1)
-        ids = transcribe(model, user, v, silence_codes, T)
+        v = None if voice is None else torch.as_tensor(voice)[None].expand(len(group), -1).to(dev)
+        ids = transcribe(model, user, v, silence_codes, T, pad_bias)
         hyps += [tokenizer.decode(row.tolist()) for row in ids.cpu()]
+        with torch.no_grad():
+            codes = torch.as_tensor(silence_codes, device=dev)[None, :, None].expand(len(group), -1, T).long()
+            batch_tf = dict(user=user, agent_codes=codes, agent_text=torch.full_like(text, PAD_ID).to(dev),
+                            user_text=text.to(dev), voice=v)
+            logits = model(batch_tf, depth=False)["user_text"].float()
+            word = text.to(dev) != PAD_ID
+            losses += torch.nn.functional.cross_entropy(logits[word], text.to(dev)[word], reduction="sum").item()
+            hits += (logits[word].argmax(-1) == text.to(dev)[word]).sum().item()
+            n_tokens += int(word.sum())
     refs = [c["ref"] for c in clips]
-    return {"cer": cer(refs, hyps), "examples": list(zip(refs[:3], hyps[:3]))}
+    return {"cer": cer(refs, hyps), "token_loss": losses / max(1, n_tokens), "token_acc": hits / max(1, n_tokens),
+            "examples": list(zip(refs[:3], hyps[:3]))}
 
 
 # --- setup helpers -------------------------------------------------------------------------------
@@ -482,7 +506,10 @@ def build_config(args):
     return cfg
 
 
-def export(model, cfg, path, tokenizer_path, fp16=True, metadata=None):
+def export(model, cfg, path, tokenizer_path, codec_path, fp16=True, metadata=None):
+    """Weights + config + tokenizer; the metadata names the codec the model was trained with (its
+    agent codes, and the user latents or codes, mean something only to that codec)."""
+    metadata = {**(metadata or {}), "codec_sha": codec_hash(codec_path)}
     tu.export_safetensors(model.state_dict(), path, cfg, fp16=fp16, metadata=metadata)
     dst = Path(path).parent / "telugu_spm.model"
     if Path(tokenizer_path).resolve() != dst.resolve():
@@ -609,7 +636,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
         run_validation()
     save()
     if rt.is_main:
-        export(model, cfg, final, args.tokenizer, fp16=False, metadata={"step": step, "stage": stage})
+        export(model, cfg, final, args.tokenizer, args.codec_path, fp16=False, metadata={"step": step, "stage": stage})
         print(f"{stage}: done at step {step} ({elapsed / 60:.1f} min of training): {final}")
         if writer:
             writer.close()
@@ -673,7 +700,8 @@ def main(argv=None):
     val_voice = voices[0] if voices is not None else None
 
     def validate_stage1(model):
-        return validate_transcription(model, clips, tokenizer, codec, silence, val_voice) if clips else {}
+        return validate_transcription(model, clips, tokenizer, codec, silence, val_voice,
+                                      lag_frames=st.user_lag_frames) if clips else {}
 
     model = S2SModel(cfg).to(rt.device)
     if args.init:
@@ -688,7 +716,7 @@ def main(argv=None):
             continue
         # stage 2: dialogues
         dialogue_dir = Path(args.dialogue_dir) if args.dialogue_dir else data_dir.parent / "dialogues"
-        dialogues = read_dialogues(dialogue_dir, "train")
+        dialogues = read_dialogues(dialogue_dir, "train", st.max_dialogues or None)
         if not dialogues:
             raise SystemExit(f"stage dialogue: no dialogues in {dialogue_dir}/dialogues_train.jsonl (dialogue_corpus.py)")
         if bank is None:
@@ -730,7 +758,7 @@ def main(argv=None):
         run_stage(stage, cfg, args, st, rt, model, mixed, None, total, validate_stage2, run_dir, collate_fn)
     if rt.is_main:
         final = out_dir / "s2s.safetensors"
-        export(model, cfg, final, args.tokenizer, fp16=not args.no_fp16,
+        export(model, cfg, final, args.tokenizer, args.codec_path, fp16=not args.no_fp16,
                metadata={"stages": ",".join(stages)})
         print(f"exported {final} ({final.stat().st_size / 1e6:.1f} MB)")
     tu.cleanup(rt)

@@ -127,6 +127,9 @@ def test_two_stages_resume_exactly_reuse_codes_and_export(world):
     import s2s_transformer
     from safetensors.torch import load_file
     assert all(v.dtype == torch.float16 for v in load_file(out / "s2s.safetensors").values() if v.is_floating_point())
+    from safetensors import safe_open
+    with safe_open(str(out / "s2s.safetensors"), "pt") as f:  # which codec it was trained with
+        assert len(f.metadata()["codec_sha"]) == 16
     model = s2s_transformer.load(out / "s2s.safetensors")
     assert model.cfg.d_model == 16 and model.tokenizer is not None and model.config.codec.codebook_size == 32
 
