@@ -146,9 +146,9 @@ class CropDataset(Dataset):
     """Items are addressed as (epoch, index): the crop and augmentation of an item come from
     `item_rng(seed, epoch, index)`, so a resumed run sees exactly the data it would have seen.
 
-    With `speed_speakers` (e.g. 0.9, 1.1) every utterance also appears at those speeds as a
+    With `speed_speakers` (e.g. 0.85, 0.92, 1.08, 1.15) every utterance also appears at those speeds as a
     different speaker (Kaldi's speed-perturbation recipe): ten percent moves pitch and formants as
-    far as a different vocal tract would, and triples the speakers a small corpus offers. Within a
+    far as a different vocal tract would, and multiplies the speakers a small corpus offers. Within a
     class, a few percent of speed change keeps the label, so pitch alone is not identity."""
 
     def __init__(self, rows: Sequence[dict], labels: Sequence[int], cfg: SpeakerConfig, seed: int,
@@ -565,7 +565,7 @@ def parse_args(argv=None):
     parser = add_train_args(argparse.ArgumentParser(description=__doc__,
                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--num_speakers", type=int, default=4, help="agent voices in the voice bank")
-    parser.add_argument("--speed_speakers", type=float, nargs="*", default=[0.9, 1.1],
+    parser.add_argument("--speed_speakers", type=float, nargs="*", default=[0.85, 0.92, 1.08, 1.15],
                         help="speeds at which every training speaker also counts as a new speaker (none: off)")
     parser.add_argument("--enrol", type=int, default=20, help="enrolment utterances per agent voice")
     parser.add_argument("--export", default=str(DEFAULT_CHECKPOINT), help="where the shipped encoder goes")
