@@ -330,7 +330,7 @@ class Conversation:
         with torch.inference_mode():
             self.gen = s2s.streaming(voice=models.voices[voice]["embedding"], temperature=temperature,
                                      top_k=top_k, seed=seed, codec=codec, tokenizer=models.tokenizer)
-            self.decoder_state = codec.init_state(1)
+            self.decoder_state = codec.init_state(1, self.gen.device)  # on the model's device (CUDA too)
         self.ctx = ContextManager(cfg.context, frame_ms=round(models.frame_ms))
         self.silence = np.zeros(models.frame_size, dtype=np.float32)
         self.stats_every = max(1, round(STATS_EVERY_S * 1000 / models.frame_ms))
