@@ -57,7 +57,7 @@ def test_speakers_accumulation_counts_optimizer_steps_and_resumes(corpus, tmp_pa
                    "--export", out / "enc.safetensors", "--voice_bank", out / "bank.json",
                    "--set", "speaker.channels=32", "--set", "speaker.segment_s=0.5",
                    "--set", "train_speakers.threads=1", "--set", "train_speakers.warmup_steps=1",
-                   "--set", "train_speakers.grad_accum=3", *extra)
+                   "--set", "train_speakers.grad_accum=3", "--speed_speakers", 0.9, 1.1, *extra)
 
     full, half = tmp_path / "full", tmp_path / "half"
     out = train(full, 4)

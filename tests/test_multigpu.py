@@ -75,7 +75,8 @@ def test_speakers_ddp_accumulation_resumes_exactly(corpus, tmp_path):  # noqa: F
                         "--export", out / "enc.safetensors", "--voice_bank", out / "bank.json",
                         "--set", "speaker.channels=32", "--set", "speaker.segment_s=0.5",
                         "--set", "train_speakers.threads=1", "--set", "train_speakers.warmup_steps=1",
-                        "--set", "train_speakers.grad_accum=2", "--set", "train_speakers.save_every_steps=3", *extra)
+                        "--set", "train_speakers.grad_accum=2", "--set", "train_speakers.save_every_steps=3",
+                        "--speed_speakers", 0.9, 1.1, *extra)
 
     full, half = tmp_path / "full", tmp_path / "half"
     out = train(full)

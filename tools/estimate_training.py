@@ -157,7 +157,7 @@ def loader_probe(script: str, cfg: Config, workers: int, stage: int = 1, n: int 
             from audio_io import ManifestIndex
             from train_speakers import CropDataset
             rows = ManifestIndex(manifest)
-            ds = CropDataset(rows, rows.speaker_ids, cfg.speaker, 0, (0.9, 1.1))
+            ds = CropDataset(rows, rows.speaker_ids, cfg.speaker, 0, speaker_speeds())
             get = lambda i: ds[(0, i % len(ds))]  # noqa: E731
         elif stage == 1:
             from telugu_tokenizer import Tokenizer
@@ -248,9 +248,15 @@ def codec_probe(cfg: Config, batches=(1, 2)) -> Probe:
                   "grad_accum > 1 adds one no-grad generator pass per micro-batch (the rehearsal)"])
 
 
+def speaker_speeds() -> tuple[float, ...]:
+    """train_speakers.py's default --speed_speakers: each is one more copy of every speaker."""
+    import train_speakers
+    return tuple(train_speakers.parse_args([]).speed_speakers)
+
+
 def speakers_probe(cfg: Config, n_speakers: int, batches=(2, 4)) -> Probe:
     """train_speakers.py's step: encoder + AAM-softmax head over `n_speakers` classes (the corpus's
-    speakers x 3 speeds). BatchNorm needs 2+ items, hence the batches."""
+    speakers x speeds). BatchNorm needs 2+ items, hence the batches."""
     from train_speakers import SpeakerTrainer
 
     torch.manual_seed(0)
@@ -368,9 +374,9 @@ def run(cfg: Config, scripts, corpus: dict, s2s_items: int | None, loaders: bool
                              corpus["utterances"], loader("codec", t)))
     if "speakers" in scripts:
         t = cfg.train_speakers
-        n_classes = 3 * corpus["speakers"]  # train_speakers.py's default speeds 0.9, 1.1 add two copies
-        rows.append(estimate(speakers_probe(cfg, n_classes), t.batch_size, t.grad_accum, BUDGET_H["speakers"],
-                             MFU["speakers"], 3 * corpus["utterances"], loader("speakers", t)))
+        copies = 1 + len(speaker_speeds())  # every speaker at 1.0 and at each extra speed
+        rows.append(estimate(speakers_probe(cfg, copies * corpus["speakers"]), t.batch_size, t.grad_accum,
+                             BUDGET_H["speakers"], MFU["speakers"], copies * corpus["utterances"], loader("speakers", t)))
     if "s2s" in scripts:
         t = cfg.train_s2s
         rate = cfg.codec.sample_rate / cfg.codec.frame_size
