@@ -105,7 +105,7 @@ class S2SConfig:
     n_codebooks: int = 8  # agent codebooks modelled (the first K of the codec)
     acoustic_delay: int = 1  # codebooks 1.. lag codebook 0 by this many frames (Moshi)
     context_frames: int = 750  # KV cache: 30 s at 25 Hz; older frames slide out
-    user_input: str = "mel"  # "mel" | "latent" | "codes": chosen by accuracy on unseen voices
+    user_input: str = "latent"  # "mel" | "latent" | "codes": latent won on unseen voices (docs/s2s_input_choice.md)
     text_vocab_size: int = 0  # set from the trained tokenizer
     dropout: float = 0.1
     text_weight: float = 2.0
