@@ -180,7 +180,7 @@ class CodeCache:
     streams from disk) and index.json {file key: [shard, offset, frames]}, in a folder named by
     the codec checkpoint's hash. A re-run, or another stage, encodes nothing it already has."""
 
-    def __init__(self, root, codec_path, shard_frames: int = 1 << 20):
+    def __init__(self, root, codec_path, shard_frames: int = 1 << 17):  # 87 min of audio a shard
         self.dir = Path(root) / codec_hash(codec_path)
         self.shard_frames = shard_frames
         index = self.dir / "index.json"
@@ -197,6 +197,7 @@ class CodeCache:
         if not todo:
             return len(jobs), 0
         self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir.parent / ".gitignore").write_text("*\n")  # derived data: never committed
         shard = 1 + max((v[0] for v in self.index.values()), default=-1)
         parts, offset = [], 0
 
@@ -668,9 +669,23 @@ def main(argv=None):
     parser.add_argument("--init", help="weights to start from (.safetensors or a .pt checkpoint); stage 2 "
                                        "defaults to OUT/transcribe/s2s.safetensors")
     parser.add_argument("--no_fp16", action="store_true", help="export OUT/s2s.safetensors in fp32")
+    parser.add_argument("--export_from", metavar="STEP_PT", help="only export this training checkpoint "
+                        "(fp16, config, tokenizer, codec hash) to --export_to, e.g. checkpoints/s2s.safetensors")
+    parser.add_argument("--export_to", metavar="PATH")
     for f in StageSettings.__dataclass_fields__.values():
         parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
+    if args.export_from:
+        if not args.export_to:
+            parser.error("--export_from needs --export_to")
+        state = tu.load_checkpoint(args.export_from)
+        cfg = from_dict(state["config"])
+        model = S2SModel(cfg)
+        model.load_state_dict(state["model"])
+        export(model, cfg, args.export_to, args.tokenizer, args.codec_path, fp16=not args.no_fp16,
+               metadata={"step": state["step"], "stage": state.get("stage", "")})
+        print(f"exported {args.export_from} (step {state['step']}) to {args.export_to}")
+        return 0
     try:
         cfg = build_config(args)
     except ConfigError as e:

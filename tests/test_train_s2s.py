@@ -132,6 +132,12 @@ def test_two_stages_resume_exactly_reuse_codes_and_export(world):
         assert len(f.metadata()["codec_sha"]) == 16
     model = s2s_transformer.load(out / "s2s.safetensors")
     assert model.cfg.d_model == 16 and model.tokenizer is not None and model.config.codec.codebook_size == 32
+    # Any training checkpoint exports the same way (how the shipped demo model is cut from a run).
+    train("--codec_path", common[1], "--export_from", str(out / "dialogue" / "step_00000004.pt"),
+          "--export_to", str(root / "ship" / "s2s.safetensors"))
+    shipped = s2s_transformer.load(root / "ship" / "s2s.safetensors")
+    for k, v in shipped.state_dict().items():
+        torch.testing.assert_close(v, model.state_dict()[k], msg=k)
 
     # A run killed after stage-1 step 2: only that checkpoint survives; --resume redoes the rest.
     half = root / "half"
@@ -181,3 +187,24 @@ def test_eval_writes_every_metric(world, tmp_path):
     assert report["all"]["turns_scored"] == 4 and report["all"]["step_ms_p50"] > 0
     assert 0 <= report["sentence_test_cer"]
     assert "| lakshmi |" in r.stdout and "| all |" in r.stdout
+
+
+def test_code_cache_shards_and_reuse(tmp_path):
+    """Codes split over several memory-mapped shards come back exactly; a second build encodes
+    nothing; another codec gets a cache of its own."""
+    import train_s2s as ts
+    codec = tmp_path / "codec.safetensors"
+    codec.write_bytes(b"weights")
+    codec.with_suffix(".json").write_text("{}")
+    rng = np.random.default_rng(0)
+    codes = {f"d{i}": rng.integers(0, 1024, (4, n)) for i, n in enumerate((3, 7, 4, 9))}
+    jobs = [(k, lambda k=k: k) for k in codes]
+    cache = ts.CodeCache(tmp_path / "cache", codec, shard_frames=5)
+    assert cache.build(jobs, lambda k: codes[k]) == (0, 4)
+    assert len(list(cache.dir.glob("shard_*.npy"))) == 2  # [3 + 7], [4 + 9] frames
+    again = ts.CodeCache(tmp_path / "cache", codec, shard_frames=5)
+    assert again.build(jobs, lambda k: 1 / 0) == (4, 0)
+    for k, c in codes.items():
+        assert np.array_equal(again.get(k), c)
+    codec.write_bytes(b"other weights")
+    assert ts.CodeCache(tmp_path / "cache", codec).dir != cache.dir
