@@ -721,6 +721,8 @@ def main(argv=None):
     model = S2SModel(cfg).to(rt.device)
     if args.init:
         model.load_state_dict(load_weights(args.init), strict=True)
+        if rt.is_main:
+            print(f"initialised from {args.init} (a checkpoint in the run folder, with --resume, overrides it)")
     for stage in stages:
         run_dir = out_dir / stage
         if stage == "transcribe":
