@@ -286,6 +286,24 @@ def bench(model: SpeakerEncoder, seconds: float = 1.0, repeats: int = 50) -> tup
     return 1000 * float(np.median(times)), 1000 * float(np.min(times))
 
 
+def run(args) -> None:
+    model = load(args.checkpoint)
+    if args.command == "embed":
+        print(json.dumps([round(float(x), 6) for x in model.embed_file(args.audio)]))
+    elif args.command == "compare":
+        score = similarity(model.embed_file(args.audio_a), model.embed_file(args.audio_b))
+        verdict = "same" if score >= model.threshold else "different"
+        print(f"similarity {score:.4f}  threshold {model.threshold:.4f}  -> {verdict} speaker")
+    elif args.command == "identify":
+        name, score = VoiceBank.load(args.voice_bank).identify(model.embed_file(args.audio))
+        print(f"{name} {score:.4f}")
+    elif args.command == "bench":
+        n_params = sum(p.numel() for p in model.parameters())
+        median, fastest = bench(model, args.seconds)
+        print(f"{n_params / 1e6:.2f} M params: {median:.2f} ms (fastest {fastest:.2f} ms) to embed "
+              f"{args.seconds:g} s of audio on {torch.get_num_threads()} thread(s)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help=f"encoder .safetensors (default {DEFAULT_CHECKPOINT.relative_to(ROOT)})")
@@ -304,21 +322,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    model = load(args.checkpoint)
-    if args.command == "embed":
-        print(json.dumps([round(float(x), 6) for x in model.embed_file(args.audio)]))
-    elif args.command == "compare":
-        score = similarity(model.embed_file(args.audio_a), model.embed_file(args.audio_b))
-        verdict = "same" if score >= model.threshold else "different"
-        print(f"similarity {score:.4f}  threshold {model.threshold:.4f}  -> {verdict} speaker")
-    elif args.command == "identify":
-        name, score = VoiceBank.load(args.voice_bank).identify(model.embed_file(args.audio))
-        print(f"{name} {score:.4f}")
-    elif args.command == "bench":
-        n_params = sum(p.numel() for p in model.parameters())
-        median, fastest = bench(model, args.seconds)
-        print(f"{n_params / 1e6:.2f} M params: {median:.2f} ms (fastest {fastest:.2f} ms) to embed "
-              f"{args.seconds:g} s of audio on {torch.get_num_threads()} thread(s)")
+    try:
+        run(args)
+    except (FileNotFoundError, KeyError, ValueError) as e:  # AudioError is a ValueError
+        parser.exit(2, f"error: {e}\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,18 @@ Training: random crops of D/train.jsonl with light augmentation, additive angula
 over the training speakers, validation EER on D/val.jsonl (speakers never seen in training). At
 the end: the same/different threshold is calibrated at the EER point on val, the encoder is
 exported as safetensors + JSON config, and the voice bank is built (see `pick_agent_voices`).
+
+The shipped checkpoints/speaker_encoder.safetensors (+ .json) and checkpoints/voice_bank.json came
+from (1,875 steps, about 22 minutes of one CPU core; 47 minutes wall on the shared 2-core machine):
+
+    python train_speakers.py --config tiny --data_dir data/synthetic --epochs 3 --num_speakers 4 \
+        --set train_speakers.threads=1
+
+Held-out eSpeak voices, all pairs of 60 utterances each of 4 voices (7,080 target / 21,600
+non-target trials): val EER 0.08 %, minDCF(0.01) 0.002; test EER 0.55 %, minDCF 0.018
+(resemblyzer on the same trials: 6.78 % / 3.95 %). Real English (tests/data/real_en, one reader):
+same-speaker cosine 0.68 on average, so the threshold calibrated on synthetic voices (0.72)
+rejects 7 of its 10 same-speaker pairs: real speech needs real training corpora.
 """
 from __future__ import annotations
 
