@@ -211,6 +211,12 @@ class Models:
         return self.codec.frame_size
 
     @property
+    def device(self):
+        """Where the models run (None for scripted stand-ins without parameters)."""
+        params = getattr(self.codec, "parameters", None)
+        return next(params()).device if params else None
+
+    @property
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
@@ -330,7 +336,7 @@ class Conversation:
         with torch.inference_mode():
             self.gen = s2s.streaming(voice=models.voices[voice]["embedding"], temperature=temperature,
                                      top_k=top_k, seed=seed, codec=codec, tokenizer=models.tokenizer)
-            self.decoder_state = codec.init_state(1, self.gen.device)  # on the model's device (CUDA too)
+            self.decoder_state = codec.init_state(1, models.device)  # on the models' device (CUDA too)
         self.ctx = ContextManager(cfg.context, frame_ms=round(models.frame_ms))
         self.silence = np.zeros(models.frame_size, dtype=np.float32)
         self.stats_every = max(1, round(STATS_EVERY_S * 1000 / models.frame_ms))
