@@ -110,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--checkpoint", help="with --eval: the codec .safetensors")
     parser.add_argument("--manifest", help="with --eval: the JSONL manifest of held-out clips")
     parser.add_argument("--export", help="also write the final weights here (fp16 safetensors + JSON)")
+    parser.add_argument("--init", help="start from these codec weights (.safetensors, e.g. the shipped codec) "
+                                       "with fresh optimizers: continues a run whose training checkpoint is gone")
     args, rest = parser.parse_known_args(argv)
     if args.eval:
         import codec_eval
@@ -158,6 +160,10 @@ def main(argv=None):
         tu.set_rng_state(state["rng"], rt.rank)
         if rt.is_main:
             print(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+    elif args.init:
+        model.load_state_dict(tu.load_safetensors(args.init))
+        if rt.is_main:
+            print(f"initialised the codec from {args.init}")
 
     gen, dis = model, disc
     if rt.ddp:
