@@ -134,6 +134,7 @@ class ContextConfig:
 class TrainConfig:
     epochs: int = 100
     max_steps: int = 0  # 0: run the epochs; >0 stops there (useful for time-boxed CPU runs)
+    max_minutes: float = 0.0  # >0: stop after this much wall-clock time; the LR schedule decays over it too
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 3e-4

@@ -76,7 +76,7 @@ class RMSNorm(nn.Module):
 def rope(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
     """cos, sin [T, head_dim / 2] for absolute positions. The angles are taken in float64: an
     hour is 90,000 frames, where float32 angles would lose about 0.01 rad."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim)
     angles = positions.to(torch.float64)[:, None] * inv_freq[None]
     return angles.cos().float(), angles.sin().float()
 

@@ -112,6 +112,10 @@ def main(argv=None):
     parser.add_argument("--export", help="also write the final weights here (fp16 safetensors + JSON)")
     parser.add_argument("--init", help="start from these codec weights (.safetensors, e.g. the shipped codec) "
                                        "with fresh optimizers: continues a run whose training checkpoint is gone")
+    parser.add_argument("--decoder_only", action="store_true",
+                        help="freeze the encoder and quantizer (codes and latents stay exactly as they are, so "
+                             "an S2S model trained on them keeps working) and train only the decoder, e.g. with "
+                             "the GAN on top of a mel-only codec")
     args, rest = parser.parse_known_args(argv)
     if args.eval:
         import codec_eval
@@ -165,6 +169,10 @@ def main(argv=None):
         if rt.is_main:
             print(f"initialised the codec from {args.init}")
 
+    if args.decoder_only:  # before DDP wraps it: DDP must not expect gradients for frozen weights
+        for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
+            p.requires_grad_(False)
+    vq_warmup = 0 if args.decoder_only else cfg.codec.vq_warmup_steps  # decoder-only: quantized from step 0
     gen, dis = model, disc
     if rt.ddp:
         gen = DDP(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
@@ -196,6 +204,7 @@ def main(argv=None):
               f"device {rt.device}, world {rt.world_size}")
     bar = tqdm(total=total_steps, initial=step, disable=not rt.is_main, desc="codec", dynamic_ncols=True)
     done = step >= total_steps
+    deadline = tu.Deadline(train.max_minutes)
     while not done and epoch < train.epochs:
         dataset.epoch = epoch
         batches = tu.epoch_batches(len(dataset), train.batch_size, epoch, train.seed, rt.rank, rt.world_size)
@@ -209,10 +218,10 @@ def main(argv=None):
             xs = [m.to(rt.device, non_blocking=True) for m in micro]
             targets = [delayed(x, model.delay) for x in xs]
             micro = []
-            lr = tu.lr_at(step, train, total_steps)
+            lr = tu.lr_at(step, train, total_steps, deadline.progress())
             tu.set_lr(opt_g, lr)
             tu.set_lr(opt_d, lr)
-            vq_mix = min(1.0, step / max(1, cfg.codec.vq_warmup_steps))
+            vq_mix = min(1.0, step / vq_warmup) if vq_warmup > 0 else 1.0
             use_gan = step >= lw.gan_start_step
             logs = defaultdict(float)
             passes = [None] * accum  # generator passes (y, codes, latents, commitment, codebook)
@@ -272,7 +281,8 @@ def main(argv=None):
             logs["grad_norm_g"] = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip).item()
             opt_g.step()
 
-            if step % 100 == 0 and step >= cfg.codec.vq_warmup_steps // 2:  # on the last micro-batch's latents
+            if step % 100 == 0 and step >= vq_warmup // 2 and not args.decoder_only:
+                # (on the last micro-batch's latents)
                 restarted = 0
                 for vq, z_e in zip(model.quantizer.quantizers, latents):
                     restarted += vq.restart_dead_codes(z_e, cfg.codec.dead_code_threshold)
@@ -309,7 +319,7 @@ def main(argv=None):
                     writer.add_image("val/mel_reconstruction", mel_image(rec, cfg.codec.sample_rate), step)
             if step % train.save_every_steps == 0:
                 save()
-            if step >= total_steps:
+            if step >= total_steps or deadline.passed(rt):
                 done = True
                 break
         else:

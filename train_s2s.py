@@ -59,6 +59,8 @@ class StageSettings:
     """What differs between the stages; saved in every checkpoint. Flags of the same names."""
     stage1_steps: int = 0  # 0: train.max_steps, else train.epochs over the sentence corpus
     stage2_steps: int = 0  # 0: train.max_steps, else train.epochs over the dialogues
+    stage1_minutes: float = 0.0  # >0: stage 1 also stops after this much wall-clock time (LR decays over it)
+    stage2_minutes: float = 0.0  # >0: likewise for stage 2
     user_lag_frames: int = 2  # user transcript: a word's tokens start 2 frames after it was heard
     agent_lead_frames: int = 1  # agent text: a word's tokens start 1 frame before its audio
     crop_s: float = 16.0  # stage 2: random crops of whole dialogues of this length
@@ -68,6 +70,7 @@ class StageSettings:
     augment_strength: float = 1.0  # 0 disables augment.py
     stage1_agent_text_weight: float = 0.1  # stage 1 also learns "PAD while listening"
     stage1_code_weight: float = 0.0  # >0 trains the depth transformer on silence codes too (3-4x cost)
+    stage2_code_weight: float = -1.0  # <0: the model's loss weights; 0: text streams only (no depth pass, 3-4x cheaper)
     val_clips: int = 32  # stage 1 validation: val-voice clips transcribed greedily
     val_dialogues: int = 6  # stage 2 validation: held-out dialogues answered greedily
     max_dialogues: int = 0  # stage 2: the first N training dialogues only (0: all; smoke tests)
@@ -166,11 +169,16 @@ def file_key(path) -> str:
 
 
 def codec_hash(codec_path) -> str:
+    """What the S2S model depends on in a codec: the encoder and quantizer weights (the user
+    latents and the agent codes), as fp16, so the fp32 and fp16 exports of one codec agree and a
+    decoder fine-tuned with `train_codec_dac.py --decoder_only` keeps the hash (and the model)."""
+    from safetensors import safe_open
     h = hashlib.sha256()
-    for p in (Path(codec_path), Path(codec_path).with_suffix(".json")):
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+    with safe_open(str(codec_path), "pt") as f:
+        for name in sorted(f.keys()):
+            if name.startswith(("encoder.", "quantizer.")) and not name.endswith(".usage"):
+                h.update(name.encode())
+                h.update(f.get_tensor(name).to(torch.float16).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -525,7 +533,7 @@ def append_jsonl(path, row):
 # --- one stage: the training loop ----------------------------------------------------------------
 
 def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, total_steps, validate, run_dir,
-              collate_fn):
+              collate_fn, minutes: float = 0.0):
     """The loop of either stage (train_codec_dac.py's structure): resume, schedule, step, validate,
     checkpoint. Returns the model's final step count in this stage."""
     train = cfg.train_s2s
@@ -565,7 +573,13 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
 
     def run_validation():
         model.eval()  # no dropout while the generator steps
-        metrics = validate(model)
+        try:
+            metrics = validate(model)
+        except Exception as e:  # a broken validation must not cost the training run its weights
+            import traceback
+            traceback.print_exc()
+            tqdm.write(f"{stage} step {step}: validation failed ({type(e).__name__}: {e}); training goes on")
+            metrics = {}
         model.train()
         tqdm.write(f"{stage} step {step} ({elapsed / 60:.1f} min) val " +
                    " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
@@ -585,6 +599,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
     bar = tqdm(total=total_steps, initial=step, disable=not rt.is_main, desc=stage, dynamic_ncols=True)
     accum = max(1, train.grad_accum)
     done = step >= total_steps
+    deadline = tu.Deadline(minutes)
     while not done and epoch < train.epochs:
         dataset.epoch = epoch
         batches = tu.epoch_batches(len(dataset), train.batch_size, epoch, train.seed, rt.rank, rt.world_size)
@@ -594,7 +609,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
         for batch in loader:
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
             batch["user"] = user_input(batch["user"], cfg.s2s.user_input, args.codec, model.n_codebooks)
-            lr = tu.lr_at(step, train, total_steps)
+            lr = tu.lr_at(step, train, total_steps, deadline.progress())
             tu.set_lr(opt, lr)
             micro += 1
             last = micro % accum == 0
@@ -624,7 +639,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
                 t0 = time.time()  # validation is not training time
             if step % train.save_every_steps == 0:
                 save()
-            if step >= total_steps:
+            if step >= total_steps or deadline.passed(rt):
                 done = True
                 break
         else:
@@ -729,7 +744,8 @@ def main(argv=None):
             total = stage_steps(st.stage1_steps, train, len(sentences), rt.world_size)
             weights = {"user_text": 1.0, "agent_text": st.stage1_agent_text_weight,
                        "codebook_0": st.stage1_code_weight, "codebooks": st.stage1_code_weight}
-            run_stage(stage, cfg, args, st, rt, model, sentences, weights, total, validate_stage1, run_dir, collate_fn)
+            run_stage(stage, cfg, args, st, rt, model, sentences, weights, total, validate_stage1, run_dir, collate_fn,
+                      st.stage1_minutes)
             continue
         # stage 2: dialogues
         dialogue_dir = Path(args.dialogue_dir) if args.dialogue_dir else data_dir.parent / "dialogues"
@@ -747,7 +763,7 @@ def main(argv=None):
             elif rt.is_main:
                 print(f"dialogue: warning: no stage-1 weights at {init}; starting from scratch")
         cache = CodeCache(Path(args.cache_dir) if args.cache_dir else data_dir.parent / "s2s_cache", args.codec_path)
-        heldout = read_dialogues(dialogue_dir, "heldout_val", st.val_dialogues) if rt.is_main else []
+        heldout = read_dialogues(dialogue_dir, "heldout_val", st.val_dialogues) if rt.is_main and st.val_dialogues > 0 else []
         if rt.is_main:
             jobs = [(file_key(d["audio"]), (lambda p=d["audio"]: read_channel(p, 1, sample_rate=sr)))
                     for d in dialogues + heldout]
@@ -772,7 +788,10 @@ def main(argv=None):
                 out.update(validate_dialogues(model, heldout, codec, bank, tokenizer, cfg))
             return out
 
-        run_stage(stage, cfg, args, st, rt, model, mixed, None, total, validate_stage2, run_dir, collate_fn)
+        weights = None if st.stage2_code_weight < 0 else \
+            {"codebook_0": st.stage2_code_weight, "codebooks": st.stage2_code_weight}
+        run_stage(stage, cfg, args, st, rt, model, mixed, weights, total, validate_stage2, run_dir, collate_fn,
+                  st.stage2_minutes)
     if rt.is_main:
         final = out_dir / "s2s.safetensors"
         export(model, cfg, final, args.tokenizer, args.codec_path, fp16=not args.no_fp16,

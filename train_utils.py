@@ -13,6 +13,7 @@ import math
 import os
 import random
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,13 +129,35 @@ def cleanup(rt: Runtime) -> None:
         dist.destroy_process_group()
 
 
-def lr_at(step: int, train: TrainConfig, total_steps: int) -> float:
-    """Linear warm-up, then cosine decay to lr * lr_min_ratio."""
+def lr_at(step: int, train: TrainConfig, total_steps: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to lr * lr_min_ratio. A time-boxed run (max_minutes)
+    passes the share of its wall-clock budget spent: the decay follows whichever ends first."""
     if step < train.warmup_steps:
         return train.lr * (step + 1) / train.warmup_steps
-    progress = min(1.0, (step - train.warmup_steps) / max(1, total_steps - train.warmup_steps))
+    progress = min(1.0, max(time_progress, (step - train.warmup_steps) / max(1, total_steps - train.warmup_steps)))
     floor = train.lr * train.lr_min_ratio
     return floor + (train.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Deadline:
+    """train.max_minutes as a wall clock started now (a resumed run gets the budget afresh)."""
+
+    def __init__(self, minutes: float):
+        self.seconds, self.start = minutes * 60, time.time()
+
+    def progress(self) -> float:
+        return min(1.0, (time.time() - self.start) / self.seconds) if self.seconds > 0 else 0.0
+
+    def passed(self, rt: "Runtime | None" = None) -> bool:
+        """Under DDP every rank must stop at the same step: rank 0's clock decides for all."""
+        if self.seconds <= 0:
+            return False
+        late = time.time() - self.start >= self.seconds
+        if rt is not None and rt.ddp:
+            flag = torch.tensor([float(late)], device=rt.device)
+            dist.broadcast(flag, 0)
+            late = bool(flag.item())
+        return late
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -115,3 +115,35 @@ def test_init_from_exported_weights(tmp_path):
     for k in a:
         if not k.endswith("usage"):  # the VQ usage EMA moves even at lr 0
             torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_decoder_only_keeps_codes_and_the_s2s_tie(tmp_path):
+    """--decoder_only (the GAN fine-tune of a shipped codec): the encoder and quantizer are
+    bit-for-bit unchanged, so codes, latents and train_s2s.codec_hash (the S2S model's tie to its
+    codec) stay the same; the decoder does learn."""
+    from safetensors.torch import load_file
+
+    import train_s2s
+    data = make_corpus(tmp_path / "data")
+    common = ["--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY]
+    assert run(*common, "--max_steps", "2", "--out_dir", str(tmp_path / "a")).returncode == 0
+    r = run(*common, "--max_steps", "3", "--set", "loss.gan_start_step=0", "--decoder_only",
+            "--out_dir", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "codec.safetensors"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "a" / "codec.safetensors")), load_file(str(tmp_path / "b" / "codec.safetensors"))
+    frozen = [k for k in a if k.startswith(("encoder.", "quantizer.")) and not k.endswith("usage")]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    assert train_s2s.codec_hash(tmp_path / "a" / "codec.safetensors") == \
+        train_s2s.codec_hash(tmp_path / "b" / "codec.safetensors")
+
+
+def test_time_box_stops_and_exports(tmp_path):
+    """train_codec.max_minutes: a run with a huge max_steps stops on the wall clock, saves and exports."""
+    data = make_corpus(tmp_path / "data")
+    r = run("--data_dir", str(data), "--batch_size", "2", "--epochs", "100000", *TINY, "--max_steps", "1000000",
+            "--set", "train_codec.max_minutes=0.05", "--out_dir", str(tmp_path / "t"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "done at step" in r.stdout and (tmp_path / "t" / "codec.safetensors").exists()
+    step = int(r.stdout.split("done at step ")[1].split()[0])
+    assert 0 < step < 1000000

@@ -193,8 +193,9 @@ def test_code_cache_shards_and_reuse(tmp_path):
     """Codes split over several memory-mapped shards come back exactly; a second build encodes
     nothing; another codec gets a cache of its own."""
     import train_s2s as ts
+    from safetensors.torch import save_file
     codec = tmp_path / "codec.safetensors"
-    codec.write_bytes(b"weights")
+    save_file({"encoder.w": torch.ones(3), "quantizer.c": torch.ones(2), "decoder.w": torch.ones(3)}, str(codec))
     codec.with_suffix(".json").write_text("{}")
     rng = np.random.default_rng(0)
     codes = {f"d{i}": rng.integers(0, 1024, (4, n)) for i, n in enumerate((3, 7, 4, 9))}
@@ -206,5 +207,9 @@ def test_code_cache_shards_and_reuse(tmp_path):
     assert again.build(jobs, lambda k: 1 / 0) == (4, 0)
     for k, c in codes.items():
         assert np.array_equal(again.get(k), c)
-    codec.write_bytes(b"other weights")
+    # A new decoder (train_codec_dac.py --decoder_only) keeps the codes, and the cache with them;
+    # a new encoder or quantizer does not.
+    save_file({"encoder.w": torch.ones(3), "quantizer.c": torch.ones(2), "decoder.w": torch.zeros(3)}, str(codec))
+    assert ts.CodeCache(tmp_path / "cache", codec).dir == cache.dir
+    save_file({"encoder.w": torch.ones(3), "quantizer.c": torch.zeros(2), "decoder.w": torch.zeros(3)}, str(codec))
     assert ts.CodeCache(tmp_path / "cache", codec).dir != cache.dir

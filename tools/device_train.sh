@@ -1,0 +1,94 @@
+#!/bin/bash
+# One lent GPU machine, one call: build the corpora on its CPUs, then train side by side on its GPU
+#   - the codec's decoder with the GAN (train_codec_dac.py --decoder_only: the encoder and the
+#     quantizer stay frozen, so codes and latents, and the S2S model trained on them, are unchanged),
+#   - the S2S model, stage 1 (transcription) then stage 2 (dialogues), on the shipped codec.
+# Everything is time-boxed to END_S seconds after the start; what it makes lands in $OUT_DIR:
+# codec.safetensors/.json (fp16), s2s.NN.safetensors (fp16 shards of <= 15 MiB: the device tool
+# returns files of at most 16 MiB; join them with tools/safetensors_shards.py) and small.tar.gz
+# (logs, configs, validation curves, TensorBoard).
+#
+#   OUT_DIR=/tmp/out END_S=540 bash tools/device_train.sh            # the H100 run (README)
+#   SMOKE=1 OUT_DIR=/tmp/out bash tools/device_train.sh               # a minute: every step, tiny sizes
+set -u
+START=$(date +%s)
+OUT_DIR=${OUT_DIR:-${OUT:-runs/device_out}}
+END_S=${END_S:-540}          # the whole script ends by then (the device call's limit is 600 s)
+SMOKE=${SMOKE:-0}
+CPUS=$(nproc)
+W=$(( CPUS > 4 ? CPUS / 2 : 1 ))   # workers per corpus builder while both run
+mkdir -p "$OUT_DIR" runs/dev
+LOG=runs/dev
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+
+left() { echo $(( END_S - ($(date +%s) - START) )); }
+mins() { python3 -c "print(max(0.2, ($1) / 60))"; }
+say() { echo "[$(( $(date +%s) - START )) s] $*"; }
+
+if [ -d .whl ]; then  # packages the device image lacks (soundfile, soxr, librosa, espeakng-loader ...)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} || exit 1
+fi
+python3 -c "import torch, soundfile, soxr, librosa, espeakng_loader, sentencepiece, tensorboard; \
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" || exit 1
+say "cpus $CPUS"
+
+if [ "$SMOKE" = 1 ]; then
+  PER_VOICE=8; N_DIAL=16; N_HELD=4; CODEC_STEPS=30; S1_STEPS=20; S2_STEPS=20; S1_END=0; BATCH=4; CROP=6
+else
+  PER_VOICE=500; N_DIAL=${N_DIAL:-2000}; N_HELD=12; CODEC_STEPS=1000000; S1_STEPS=1000000; S2_STEPS=1000000
+  S1_END=${S1_END:-250}; BATCH=32; CROP=10
+fi
+
+# --- corpora, both at once ------------------------------------------------------------------------
+python3 prepare_speaker_data.py --synthetic --out data/synthetic --per_voice $PER_VOICE --workers $W \
+  > $LOG/corpus.log 2>&1 || { tail -20 $LOG/corpus.log; exit 1; }
+say "sentence corpus: $(wc -l < data/synthetic/train.jsonl) train clips"
+python3 dialogue_corpus.py --out data/dialogues --train $N_DIAL --heldout $N_HELD --splits train heldout_val \
+  --workers $(( CPUS > 4 ? CPUS - 6 : 1 )) --no_progress > $LOG/dialogues.log 2>&1 &
+DIAL=$!
+
+# --- codec decoder: GAN fine-tune until the end -----------------------------------------------------
+python3 train_codec_dac.py --config tiny --data_dir data/synthetic --init checkpoints/codec.safetensors \
+  --decoder_only --out_dir runs/codec_gan --export "$OUT_DIR/codec.safetensors" \
+  --set loss.gan_start_step=0 --set discriminator.mpd_channels=16 --set discriminator.stft_channels=16 \
+  --set "discriminator.stft_windows=[2048, 1024, 512]" --set train_codec.batch_size=16 \
+  --set train_codec.lr=0.0003 --set train_codec.warmup_steps=100 --set train_codec.precision=fp32 \
+  --set train_codec.threads=2 --set train_codec.num_workers=3 --set train_codec.max_steps=$CODEC_STEPS \
+  --set train_codec.max_minutes=$(mins "$(left) - 45") --set train_codec.save_every_steps=1000 \
+  --set train_codec.eval_every_steps=1000 --set train_codec.log_every_steps=50 \
+  > $LOG/codec.log 2>&1 &
+CODEC=$!
+
+# --- S2S on the shipped codec ------------------------------------------------------------------------
+S2S=(python3 train_s2s.py --config tiny --codec_path checkpoints/codec.safetensors
+     --speaker_path checkpoints/speaker_encoder.safetensors --data_dir data/synthetic --out_dir runs/s2s_gpu
+     --set train_s2s.batch_size=$BATCH --set train_s2s.lr=0.001 --set train_s2s.warmup_steps=200
+     --set train_s2s.precision=fp32 --set train_s2s.threads=4 --set train_s2s.num_workers=$(( CPUS > 4 ? CPUS - 7 : 0 ))
+     --set train_s2s.eval_every_steps=0 --set train_s2s.save_every_steps=500 --set train_s2s.log_every_steps=25
+     --val_clips 48 --val_dialogues 6 --crop_s $CROP)
+S1_MIN=$(mins "$S1_END - ($(date +%s) - $START)")
+[ "$SMOKE" = 1 ] && S1_MIN=0
+"${S2S[@]}" --stage transcribe --stage1_steps $S1_STEPS --stage1_minutes $S1_MIN > $LOG/s2s_stage1.log 2>&1
+say "stage 1 exit $?: $(grep -a 'val cer' $LOG/s2s_stage1.log | tail -1)"
+wait $DIAL; say "dialogues exit $?: $(tail -c 300 $LOG/dialogues.log | tr '\n' ' ')"
+S2_MIN=$(mins "$(left) - 50")
+[ "$SMOKE" = 1 ] && S2_MIN=0
+"${S2S[@]}" --stage dialogue --stage2_steps $S2_STEPS --stage2_minutes $S2_MIN > $LOG/s2s_stage2.log 2>&1
+say "stage 2 exit $?"
+wait $CODEC; say "codec exit $?"
+
+# --- what comes back ---------------------------------------------------------------------------------
+FINAL=runs/s2s_gpu/s2s.safetensors
+[ -f $FINAL ] || FINAL=runs/s2s_gpu/dialogue/s2s.safetensors
+[ -f $FINAL ] || FINAL=runs/s2s_gpu/transcribe/s2s.safetensors
+[ -f $FINAL ] && python3 tools/safetensors_shards.py split $FINAL "$OUT_DIR" --max_mb 15 --fp16 && cp runs/s2s_gpu/s2s.json "$OUT_DIR/" 2>/dev/null
+for f in $LOG/*.log; do tr '\r' '\n' < $f | grep -av '^\s*$' | awk 'length < 400' > $f.txt; done
+tar czf "$OUT_DIR/small.tar.gz" $LOG/*.txt runs/codec_gan/config.json runs/codec_gan/tb \
+  $(ls runs/s2s_gpu/*/val.jsonl runs/s2s_gpu/*/config.json runs/s2s_gpu/*.json 2>/dev/null) runs/s2s_gpu/*/tb \
+  data/synthetic/corpus.json data/dialogues/corpus_train.json 2>/dev/null
+ls -la "$OUT_DIR"
+for f in $LOG/*.log.txt; do echo "== $f"; grep -a -E "val|done|exported|params|Error|error|Traceback" $f | tail -8; done
+# A smoke run leaves nothing behind that the real run would take for its own (corpora, runs).
+[ "$SMOKE" = 1 ] && rm -rf data/synthetic data/dialogues data/s2s_cache runs/s2s_gpu runs/codec_gan runs/dev
+say "end"
