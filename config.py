@@ -80,6 +80,7 @@ class LossConfig:  # DAC's weights as the starting point
     mel_bins: list[int] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320])
     gan_start_step: int = 0  # steps of reconstruction-only training before the discriminators join
     waveform_weight: float = 0.0  # time-domain L1 (EnCodec); DAC has none and relies on the GAN for phase
+    phase_weight: float = 0.0  # APNet's phase losses (discriminator_dac.PhaseLoss): phase without a GAN
 
 
 @dataclass

@@ -31,7 +31,7 @@ from tqdm import tqdm
 import train_utils as tu
 from audio_io import ManifestIndex, load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, to_dict
-from discriminator_dac import Discriminator, MultiScaleMelLoss, discriminator_loss, generator_losses
+from discriminator_dac import Discriminator, MultiScaleMelLoss, PhaseLoss, discriminator_loss, generator_losses
 from telugu_codec_fixed import Codec
 
 
@@ -148,6 +148,7 @@ def main(argv=None):
     model = Codec(cfg.codec).to(rt.device)
     disc = Discriminator(cfg.discriminator).to(rt.device)
     mel_loss = MultiScaleMelLoss(cfg.codec.sample_rate, cfg.loss.mel_windows, cfg.loss.mel_bins).to(rt.device)
+    phase_loss = PhaseLoss().to(rt.device)
     opt_g = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
 
@@ -266,6 +267,10 @@ def main(argv=None):
                         loss_wave = (y - targets[k]).abs().mean()
                         loss = loss + lw.waveform_weight * loss_wave
                         logs["waveform"] += loss_wave.item() / accum
+                    if lw.phase_weight > 0:  # phase coherence without a discriminator (cheap on a CPU)
+                        loss_phase = phase_loss(y, targets[k])
+                        loss = loss + lw.phase_weight * loss_phase
+                        logs["phase"] += loss_phase.item() / accum
                     if use_gan:
                         with tu.frozen(disc), rt.autocast():
                             with torch.no_grad():  # real features are only targets for feature matching

@@ -127,7 +127,7 @@ def test_decoder_only_keeps_codes_and_the_s2s_tie(tmp_path):
     data = make_corpus(tmp_path / "data")
     common = ["--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY]
     assert run(*common, "--max_steps", "2", "--out_dir", str(tmp_path / "a")).returncode == 0
-    r = run(*common, "--max_steps", "3", "--set", "loss.gan_start_step=0", "--decoder_only",
+    r = run(*common, "--max_steps", "3", "--set", "loss.gan_start_step=0", "--set", "loss.phase_weight=1", "--decoder_only",
             "--out_dir", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "codec.safetensors"))
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = load_file(str(tmp_path / "a" / "codec.safetensors")), load_file(str(tmp_path / "b" / "codec.safetensors"))
