@@ -10,11 +10,19 @@
 #
 #   OUT_DIR=/tmp/out END_S=540 bash tools/device_train.sh            # the H100 run (README)
 #   SMOKE=1 OUT_DIR=/tmp/out bash tools/device_train.sh               # a minute: every step, tiny sizes
+#   TRAIN_CODEC=0 S1_END=0 S2S_INIT=runs/gpu_h100_1/s2s.safetensors ... # stage 2 only, all GPU time to it
+# Knobs (environment): END_S, S1_END (stage 1 ends this many seconds after the start; 0 skips it),
+# S2S_INIT (weights to start the S2S from; carry them), S2S_LR, AUGMENT (augment_strength, the
+# loaders' CPU cost), TRAIN_CODEC (0: no codec run), N_DIAL (training dialogues to build).
 set -u
 START=$(date +%s)
 OUT_DIR=${OUT_DIR:-${OUT:-runs/device_out}}
 END_S=${END_S:-540}          # the whole script ends by then (the device call's limit is 600 s)
 SMOKE=${SMOKE:-0}
+TRAIN_CODEC=${TRAIN_CODEC:-1}
+S2S_INIT=${S2S_INIT:-}
+S2S_LR=${S2S_LR:-0.001}
+AUGMENT=${AUGMENT:-1.0}
 CPUS=$(nproc)
 W=$(( CPUS > 4 ? CPUS / 2 : 1 ))   # workers per corpus builder while both run
 mkdir -p "$OUT_DIR" runs/dev
@@ -49,7 +57,8 @@ python3 dialogue_corpus.py --out data/dialogues --train $N_DIAL --heldout $N_HEL
 DIAL=$!
 
 # --- codec decoder: GAN fine-tune until the end -----------------------------------------------------
-python3 train_codec_dac.py --config tiny --data_dir data/synthetic --init checkpoints/codec.safetensors \
+CODEC=
+[ "$TRAIN_CODEC" = 1 ] && { python3 train_codec_dac.py --config tiny --data_dir data/synthetic --init checkpoints/codec.safetensors \
   --decoder_only --out_dir runs/codec_gan --export "$OUT_DIR/codec.safetensors" \
   --set loss.gan_start_step=0 --set discriminator.mpd_channels=16 --set discriminator.stft_channels=16 \
   --set "discriminator.stft_windows=[2048, 1024, 512]" --set train_codec.batch_size=16 \
@@ -57,26 +66,29 @@ python3 train_codec_dac.py --config tiny --data_dir data/synthetic --init checkp
   --set train_codec.threads=2 --set train_codec.num_workers=3 --set train_codec.max_steps=$CODEC_STEPS \
   --set train_codec.max_minutes=$(mins "$(left) - 45") --set train_codec.save_every_steps=1000 \
   --set train_codec.eval_every_steps=1000 --set train_codec.log_every_steps=50 \
-  > $LOG/codec.log 2>&1 &
-CODEC=$!
+  > $LOG/codec.log 2>&1 & CODEC=$!; }
 
 # --- S2S on the shipped codec ------------------------------------------------------------------------
 S2S=(python3 train_s2s.py --config tiny --codec_path checkpoints/codec.safetensors
      --speaker_path checkpoints/speaker_encoder.safetensors --data_dir data/synthetic --out_dir runs/s2s_gpu
-     --set train_s2s.batch_size=$BATCH --set train_s2s.lr=0.001 --set train_s2s.warmup_steps=200
+     --set train_s2s.batch_size=$BATCH --set train_s2s.lr=$S2S_LR --set train_s2s.warmup_steps=200
      --set train_s2s.precision=fp32 --set train_s2s.threads=4 --set train_s2s.num_workers=$(( CPUS > 4 ? CPUS - 7 : 0 ))
      --set train_s2s.eval_every_steps=0 --set train_s2s.save_every_steps=500 --set train_s2s.log_every_steps=25
-     --val_clips 48 --val_dialogues 6 --crop_s $CROP)
+     --val_clips 48 --val_dialogues 6 --crop_s $CROP --augment_strength $AUGMENT)
+INIT=(); [ -n "$S2S_INIT" ] && INIT=(--init "$S2S_INIT")
 S1_MIN=$(mins "$S1_END - ($(date +%s) - $START)")
 [ "$SMOKE" = 1 ] && S1_MIN=0
-"${S2S[@]}" --stage transcribe --stage1_steps $S1_STEPS --stage1_minutes $S1_MIN > $LOG/s2s_stage1.log 2>&1
-say "stage 1 exit $?: $(grep -a 'val cer' $LOG/s2s_stage1.log | tail -1)"
+if [ "$SMOKE" = 1 ] || [ "$S1_END" -gt 0 ]; then
+  "${S2S[@]}" "${INIT[@]}" --stage transcribe --stage1_steps $S1_STEPS --stage1_minutes $S1_MIN > $LOG/s2s_stage1.log 2>&1
+  say "stage 1 exit $?: $(grep -a 'val cer' $LOG/s2s_stage1.log | tail -1)"
+  INIT=()  # stage 2 starts from stage 1's weights
+fi
 wait $DIAL; say "dialogues exit $?: $(tail -c 300 $LOG/dialogues.log | tr '\n' ' ')"
 S2_MIN=$(mins "$(left) - 50")
 [ "$SMOKE" = 1 ] && S2_MIN=0
-"${S2S[@]}" --stage dialogue --stage2_steps $S2_STEPS --stage2_minutes $S2_MIN > $LOG/s2s_stage2.log 2>&1
+"${S2S[@]}" "${INIT[@]}" --stage dialogue --stage2_steps $S2_STEPS --stage2_minutes $S2_MIN > $LOG/s2s_stage2.log 2>&1
 say "stage 2 exit $?"
-wait $CODEC; say "codec exit $?"
+[ -n "$CODEC" ] && { wait $CODEC; say "codec exit $?"; }
 
 # --- what comes back ---------------------------------------------------------------------------------
 FINAL=runs/s2s_gpu/s2s.safetensors
