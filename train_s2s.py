@@ -70,6 +70,7 @@ class StageSettings:
     augment_strength: float = 1.0  # 0 disables augment.py
     stage1_agent_text_weight: float = 0.1  # stage 1 also learns "PAD while listening"
     stage1_code_weight: float = 0.0  # >0 trains the depth transformer on silence codes too (3-4x cost)
+    echo: int = 1  # data echoing (Choi et al. 2019): train on each loaded batch this many times when the loader is the bottleneck
     stage2_code_weight: float = -1.0  # <0: the model's loss weights; 0: text streams only (no depth pass, 3-4x cheaper)
     val_clips: int = 32  # stage 1 validation: val-voice clips transcribed greedily
     val_dialogues: int = 6  # stage 2 validation: held-out dialogues answered greedily
@@ -598,6 +599,9 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
               f"user_input {cfg.s2s.user_input}, device {rt.device}, world {rt.world_size}")
     bar = tqdm(total=total_steps, initial=step, disable=not rt.is_main, desc=stage, dynamic_ncols=True)
     accum = max(1, train.grad_accum)
+    echo = max(1, st.echo)
+    if echo > 1 and accum > 1:
+        raise SystemExit("--echo > 1 needs train_s2s.grad_accum 1 (an echoed batch is one optimizer step)")
     done = step >= total_steps
     deadline = tu.Deadline(minutes)
     while not done and epoch < train.epochs:
@@ -609,35 +613,42 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
         for batch in loader:
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
             batch["user"] = user_input(batch["user"], cfg.s2s.user_input, args.codec, model.n_codebooks)
-            lr = tu.lr_at(step, train, total_steps, deadline.progress())
-            tu.set_lr(opt, lr)
-            micro += 1
-            last = micro % accum == 0
-            with tu.sync_gradients(net, last):  # DDP averages on the last micro-batch only
-                with rt.autocast():
-                    loss, parts = net(batch, weights)
-                (loss / accum).backward()
             batch_in_epoch += 1
-            if not last:
-                continue
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip).item()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            elapsed += time.time() - t0
-            t0 = time.time()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", user=f"{parts['user_text'].item():.3f}")
-            if writer and step % train.log_every_steps == 0:
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/lr", lr, step)
-                writer.add_scalar("train/grad_norm", grad_norm, step)
-                for k, v in parts.items():
-                    writer.add_scalar(f"train/{k}", v.item(), step)
-            if rt.is_main and train.eval_every_steps and step % train.eval_every_steps == 0:
+            due_eval = due_save = False
+            for _ in range(echo):  # data echoing: a loader-bound GPU trains on each batch `echo` times
+                lr = tu.lr_at(step, train, total_steps, deadline.progress())
+                tu.set_lr(opt, lr)
+                micro += 1
+                last = micro % accum == 0
+                with tu.sync_gradients(net, last):  # DDP averages on the last micro-batch only
+                    with rt.autocast():
+                        loss, parts = net(batch, weights)
+                    (loss / accum).backward()
+                if not last:
+                    break
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip).item()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                elapsed += time.time() - t0
+                t0 = time.time()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", user=f"{parts['user_text'].item():.3f}")
+                if writer and step % train.log_every_steps == 0:
+                    writer.add_scalar("train/loss", loss.item(), step)
+                    writer.add_scalar("train/lr", lr, step)
+                    writer.add_scalar("train/grad_norm", grad_norm, step)
+                    for k, v in parts.items():
+                        writer.add_scalar(f"train/{k}", v.item(), step)
+                due_eval |= bool(train.eval_every_steps) and step % train.eval_every_steps == 0
+                due_save |= step % train.save_every_steps == 0
+                if step >= total_steps:
+                    break
+            # Validation and checkpoints fall between batches, so a resume replays whole batches.
+            if rt.is_main and due_eval:
                 run_validation()
                 t0 = time.time()  # validation is not training time
-            if step % train.save_every_steps == 0:
+            if due_save:
                 save()
             if step >= total_steps or deadline.passed(rt):
                 done = True

@@ -213,3 +213,18 @@ def test_code_cache_shards_and_reuse(tmp_path):
     assert ts.CodeCache(tmp_path / "cache", codec).dir == cache.dir
     save_file({"encoder.w": torch.ones(3), "quantizer.c": torch.zeros(2), "decoder.w": torch.zeros(3)}, str(codec))
     assert ts.CodeCache(tmp_path / "cache", codec).dir != cache.dir
+
+
+def test_echo_and_time_box(world):
+    """--echo 2 trains twice on each batch (half the batches for the same steps) and the result
+    still resumes; --stage1_minutes stops a run with a huge step budget on the clock."""
+    root, common, _ = world
+    r = train(*common, "--out_dir", str(root / "echo"), "--stage", "transcribe", "--echo", "2")
+    state = torch.load(root / "echo" / "transcribe" / "step_00000004.pt", weights_only=True)
+    assert state["step"] == 4
+    full = torch.load(root / "full" / "transcribe" / "step_00000004.pt", weights_only=True)
+    assert (state["epoch"], state["batch_in_epoch"]) != (full["epoch"], full["batch_in_epoch"])  # fewer batches read
+    r = train(*common, "--out_dir", str(root / "timed"), "--stage", "transcribe", "--stage1_steps", "1000000",
+              "--stage1_minutes", "0.02")
+    assert "transcribe: done at step" in r.stdout
+    assert int(r.stdout.split("transcribe: done at step ")[1].split()[0]) < 1000000
