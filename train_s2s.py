@@ -603,7 +603,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
     if echo > 1 and accum > 1:
         raise SystemExit("--echo > 1 needs train_s2s.grad_accum 1 (an echoed batch is one optimizer step)")
     done = step >= total_steps
-    deadline = tu.Deadline(minutes)
+    deadline = tu.Deadline(minutes or train.max_minutes)  # the stage's own box, else train_s2s.max_minutes
     while not done and epoch < train.epochs:
         dataset.epoch = epoch
         batches = tu.epoch_batches(len(dataset), train.batch_size, epoch, train.seed, rt.rank, rt.world_size)

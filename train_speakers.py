@@ -403,7 +403,8 @@ def train(args, cfg: Config) -> None:
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
     model.train()
     window_loss, window_acc, window_n, t_window = 0.0, 0.0, 0, time.time()
-    while step < total_steps and epoch < tc.epochs:
+    deadline, done = tu.Deadline(tc.max_minutes), False
+    while not done and step < total_steps and epoch < tc.epochs:
         batches = tu.epoch_batches(len(dataset), tc.batch_size, epoch, tc.seed, rt.rank, rt.world_size)
         batches = batches[: steps_per_epoch * tc.grad_accum]  # whole optimizer steps only
         loader = tu.make_loader(dataset, [[(epoch, i) for i in b] for b in batches[position:]], tc, rt)
@@ -419,7 +420,7 @@ def train(args, cfg: Config) -> None:
             position = micro + 1
             if not last_micro:
                 continue
-            lr = tu.lr_at(step, tc, total_steps)
+            lr = tu.lr_at(step, tc, total_steps, deadline.progress())
             tu.set_lr(optimizer, lr)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()
@@ -442,7 +443,8 @@ def train(args, cfg: Config) -> None:
                 bar.write(f"step {step}: val EER {100 * m['eer']:.2f} %  minDCF {m['min_dcf']:.3f}")
             if step % tc.save_every_steps == 0:
                 save()
-            if step >= total_steps:
+            if step >= total_steps or deadline.passed(rt):
+                done = True
                 break
         else:  # the epoch ran to its end
             epoch, position = epoch + 1, 0
