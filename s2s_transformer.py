@@ -398,11 +398,14 @@ class S2SModel(nn.Module):
         return torch.cat([first, rest], dim=-2)
 
     # --- training ---------------------------------------------------------------------------------
-    def forward(self, batch: dict, start_frame: int = 0, depth: bool = True) -> dict:
+    def forward(self, batch: dict, start_frame: int = 0, depth: bool = True,
+                depth_index: torch.Tensor | None = None) -> dict:
         """Teacher forcing over whole sequences; logits in step time (module docstring).
         `start_frame` is the absolute position of the first frame (RoPE is relative, so this only
         matters for comparing against a conversation that has run for a while). depth=False
-        skips the depth transformer (no agent_codes logits): transcription-only training."""
+        skips the depth transformer (no agent_codes logits): transcription-only training.
+        depth_index (long [N], flat indices into the B*T frames) runs the depth transformer on
+        those frames only and returns agent_codes as [N, K, card] (see `loss`, depth_fraction)."""
         K = self.n_codebooks
         agent_codes = batch["agent_codes"][:, :K].long()
         agent_text, user_text = batch["agent_text"].long(), batch["user_text"].long()
@@ -420,15 +423,17 @@ class S2SModel(nn.Module):
             return out
 
         dd = self.cfg.depth_d_model
-        depth_x = self.depth_in(h).view(B, T, K, dd) + \
-            self.depth_input_tokens(agent_text, delayed.transpose(1, 2))
-        y = self.depth(depth_x.view(B * T, K, dd))
-        code_logits = torch.einsum("nkd,kcd->nkc", y, self.code_heads)
-        out["agent_codes"] = code_logits.view(B, T, K, self.card).permute(0, 2, 1, 3)
+        h, text, codes = h.reshape(B * T, -1), agent_text.reshape(B * T), delayed.transpose(1, 2).reshape(B * T, K)
+        if depth_index is not None:
+            h, text, codes = h[depth_index], text[depth_index], codes[depth_index]
+        depth_x = self.depth_in(h).view(-1, K, dd) + self.depth_input_tokens(text, codes)
+        code_logits = torch.einsum("nkd,kcd->nkc", self.depth(depth_x), self.code_heads)
+        out["agent_codes"] = code_logits if depth_index is not None else \
+            code_logits.view(B, T, K, self.card).permute(0, 2, 1, 3)
         return out
 
     def loss(self, batch: dict, weights: dict | None = None, pad_id: int = PAD_ID,
-             pad_weight: float = PAD_LOSS_WEIGHT):
+             pad_weight: float = PAD_LOSS_WEIGHT, depth_fraction: float = 1.0):
         """(total, per-stream losses). Streams: agent_text, user_text, codebook_0 .. codebook_{K-1}.
         Default weights from cfg: agent_text = text_weight, user_text = user_text_weight,
         codebook_0 = first_codebook_weight, each other codebook 1. `weights` overrides any of them
@@ -437,17 +442,26 @@ class S2SModel(nn.Module):
         Text frames whose target is PAD count `pad_weight` (Moshi: padding fills most frames and
         would otherwise swamp the words); masked frames and the empty steps of delayed codebooks
         count zero. With every codebook weight zero the depth transformer is skipped and the
-        codebook losses are not computed (a cheaper transcription stage)."""
+        codebook losses are not computed (a cheaper transcription stage).
+        depth_fraction < 1 trains the depth transformer on that share of the batch's frames,
+        drawn at random (Sesame CSM's compute amortisation: the depth pass is most of a step's
+        cost, while the temporal transformer and both text streams still see every frame)."""
         w = {"agent_text": self.cfg.text_weight, "user_text": self.cfg.user_text_weight,
              "codebook_0": self.cfg.first_codebook_weight, "codebooks": 1.0}
         w.update(weights or {})
         K = self.n_codebooks
         code_weights = [w["codebook_0"]] + [w.get(f"codebook_{k}", w["codebooks"]) for k in range(1, K)]
-        logits = self(batch, depth=any(code_weights))
         agent_codes = batch["agent_codes"][:, :K].long()
         B, _, T = agent_codes.shape
         mask = batch.get("mask")
         mask = torch.ones(B, T, dtype=torch.bool, device=agent_codes.device) if mask is None else mask.bool()
+        if not 0 < depth_fraction <= 1:
+            raise ValueError(f"depth_fraction must be in (0, 1], got {depth_fraction}")
+        depth_index = None
+        if depth_fraction < 1:
+            n = max(1, round(depth_fraction * B * T))
+            depth_index = torch.randperm(B * T, device=agent_codes.device)[:n]
+        logits = self(batch, depth=any(code_weights), depth_index=depth_index)
 
         def text_loss(lg, target):
             ce = F.cross_entropy(lg.flatten(0, 1), target.flatten().long(), reduction="none").view(B, T)
@@ -459,11 +473,19 @@ class S2SModel(nn.Module):
         if "agent_codes" in logits:
             targets = self.apply_delay(agent_codes)
             valid = apply_delay(mask[:, None].expand(B, K, T), self.delay, False) & (targets != self.empty_code)
-            ce = F.cross_entropy(logits["agent_codes"].flatten(0, 2), targets.clamp(max=self.card - 1).flatten(),
-                                 reduction="none").view(B, K, T)
+            if depth_index is not None:  # [B, K, T] -> the sampled frames, [N, K]
+                targets = targets.transpose(1, 2).reshape(B * T, K)[depth_index]
+                valid = valid.transpose(1, 2).reshape(B * T, K)[depth_index]
+                ce = F.cross_entropy(logits["agent_codes"].flatten(0, 1),
+                                     targets.clamp(max=self.card - 1).flatten(), reduction="none").view(-1, K)
+                ce, valid = ce.T, valid.T  # [K, N]
+            else:
+                ce = F.cross_entropy(logits["agent_codes"].flatten(0, 2),
+                                     targets.clamp(max=self.card - 1).flatten(), reduction="none").view(B, K, T)
+                ce, valid = ce.transpose(0, 1), valid.transpose(0, 1)  # [K, B, T]
             for k in range(K):
-                vk = valid[:, k].float()
-                losses[f"codebook_{k}"] = (ce[:, k] * vk).sum() / vk.sum().clamp(min=1e-8)
+                vk = valid[k].float()
+                losses[f"codebook_{k}"] = (ce[k] * vk).sum() / vk.sum().clamp(min=1e-8)
 
         stream_weights = {"agent_text": w["agent_text"], "user_text": w["user_text"],
                           **{f"codebook_{k}": code_weights[k] for k in range(K)}}

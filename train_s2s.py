@@ -72,6 +72,7 @@ class StageSettings:
     stage1_code_weight: float = 0.0  # >0 trains the depth transformer on silence codes too (3-4x cost)
     echo: int = 1  # data echoing (Choi et al. 2019): train on each loaded batch this many times when the loader is the bottleneck
     stage2_code_weight: float = -1.0  # <0: the model's loss weights; 0: text streams only (no depth pass, 3-4x cheaper)
+    depth_fraction: float = 1.0  # <1: the depth transformer trains on this random share of each batch's frames (Sesame CSM)
     val_clips: int = 32  # stage 1 validation: val-voice clips transcribed greedily
     val_dialogues: int = 6  # stage 2 validation: held-out dialogues answered greedily
     max_dialogues: int = 0  # stage 2: the first N training dialogues only (0: all; smoke tests)
@@ -389,12 +390,12 @@ def user_input(pcm, kind: str, codec, n_codebooks: int):
 class LossOf(torch.nn.Module):
     """model.loss as a forward(), so DDP's hooks see it."""
 
-    def __init__(self, model):
+    def __init__(self, model, depth_fraction: float = 1.0):
         super().__init__()
-        self.model = model
+        self.model, self.depth_fraction = model, depth_fraction
 
     def forward(self, batch, weights):
-        return self.model.loss(batch, weights)
+        return self.model.loss(batch, weights, depth_fraction=self.depth_fraction)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -556,7 +557,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
             print(f"{stage}: already done ({step} steps), weights in {final}")
         return step
 
-    net = LossOf(model)
+    net = LossOf(model, st.depth_fraction)
     if rt.ddp:  # stage 1 with no codebook weight leaves the depth transformer unused
         unused = weights is not None and not any(weights.get(k) for k in ("codebook_0", "codebooks"))
         net = DDP(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,

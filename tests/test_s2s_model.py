@@ -205,6 +205,32 @@ def test_loss_finite_and_overfits():
     assert set(p) == {"agent_text", "user_text"}  # the depth transformer was skipped
 
 
+def test_depth_fraction_trains_the_depth_pass_on_a_random_share_of_frames():
+    torch.manual_seed(14)
+    cfg = tiny_config("latent")
+    model = s2s.S2SModel(cfg).eval()  # no dropout: the two passes must agree
+    batch = random_batch(cfg, 2, 12)
+    batch["mask"] = torch.ones(2, 12, dtype=torch.bool)
+    batch["mask"][1, 8:] = False
+    _, full = model.loss(batch)
+    # Every frame, in a random order: the same losses as the dense pass.
+    _, shuffled = model.loss(batch, depth_fraction=0.999)  # round(0.999 * 24) = 24 frames
+    for k in full:
+        torch.testing.assert_close(shuffled[k], full[k])
+    # A quarter of the frames: the depth transformer sees 6 of the 24, the text streams all.
+    seen = []
+    hook = model.depth.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    total, part = model.loss(batch, depth_fraction=0.25)
+    hook.remove()
+    assert seen == [6] and torch.isfinite(total)
+    torch.testing.assert_close(part["agent_text"], full["agent_text"])
+    assert not torch.equal(part["codebook_0"], full["codebook_0"])
+    total.backward()
+    assert model.code_heads.grad is not None and model.code_heads.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="depth_fraction"):
+        model.loss(batch, depth_fraction=0.0)
+
+
 # (5) sampling ------------------------------------------------------------------------------------
 def test_top_k_one_equals_greedy():
     torch.manual_seed(5)

@@ -228,3 +228,12 @@ def test_echo_and_time_box(world):
               "--stage1_minutes", "0.02")
     assert "transcribe: done at step" in r.stdout
     assert int(r.stdout.split("transcribe: done at step ")[1].split()[0]) < 1000000
+
+
+def test_depth_fraction_flag_trains_stage_2(world):
+    """--depth_fraction 0.5 runs stage 2 with the depth pass on half the frames, and is recorded."""
+    root, common, _ = world
+    train(*common, "--out_dir", str(root / "amortised"), "--stage", "dialogue", "--depth_fraction", "0.5")
+    state = torch.load(root / "amortised" / "dialogue" / "step_00000004.pt", weights_only=True)
+    assert state["step"] == 4 and state["settings"]["depth_fraction"] == 0.5
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
