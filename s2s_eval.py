@@ -51,12 +51,13 @@ def _frames(seconds: float, frame_s: float) -> int:
 
 
 def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperature=None, top_k=None, seed=0,
-                 encoder=None) -> dict:
+                 encoder=None, text_temperature=None, text_top_k=None) -> dict:
     """Replay one dialogue's user side and score what the agent did (see the module docstring)."""
     sr = codec.sample_rate
     user = ts.read_channel(d["audio"], 0, sample_rate=sr)
     voice = bank.embedding(d["agent_voice"]) if bank is not None and d["agent_voice"] in bank.names() else None
-    run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer)
+    run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer,
+                       text_temperature=text_temperature, text_top_k=text_top_k)
     frame_s = run["frame_ms"] / 1000
     active = [db > s2s.AGENT_ACTIVE_DB for db in run["agent_db"]]
     meta = d["meta"]
@@ -206,6 +207,9 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="first N dialogues only (0: all)")
     p.add_argument("--temperature", type=float, help="agent sampling (default: the model's config)")
     p.add_argument("--top_k", type=int)
+    p.add_argument("--text_temperature", type=float, help="agent text sampling (default: --temperature if given, "
+                                                           "else the model's config)")
+    p.add_argument("--text_top_k", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
@@ -243,7 +247,7 @@ def main(argv=None) -> int:
     results = []
     for i, d in enumerate(dialogues):
         results.append(run_dialogue(model, codec, bank, tokenizer, d, model.config.context, args.temperature,
-                                    args.top_k, args.seed + i, encoder))
+                                    args.top_k, args.seed + i, encoder, args.text_temperature, args.text_top_k))
         print(f"\r{i + 1}/{len(dialogues)} dialogues", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     silence = ts.silence_codes_of(codec)
@@ -253,6 +257,7 @@ def main(argv=None) -> int:
         by_voice[r["agent_voice"]].append(r)
     report = {"checkpoint": str(args.checkpoint or s2s.SHIPPED), "codec": str(args.codec or telugu_codec_fixed.SHIPPED),
               "dialogues": args.dialogues, "split": args.split, "threads": args.threads,
+              "sampling": {k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "targets": TARGETS}
     if args.sentences and Path(args.sentences).exists():

@@ -499,14 +499,23 @@ class S2SModel(nn.Module):
 
     # --- streaming --------------------------------------------------------------------------------
     def streaming(self, voice=None, temperature: float | None = None, top_k: int | None = None,
-                  seed: int | None = None, codec=None, tokenizer=None) -> "StreamingGenerator":
+                  seed: int | None = None, codec=None, tokenizer=None,
+                  text_temperature: float | None = None, text_top_k: int | None = None) -> "StreamingGenerator":
         """A fresh conversation. voice: speaker embedding [voice_dim] (None: no voice bias).
         codec: needed for silence() and to accept raw pcm frames when user_input is latent/codes.
-        tokenizer: for the text pieces (default: the one load() found beside the checkpoint)."""
+        tokenizer: for the text pieces (default: the one load() found beside the checkpoint).
+        Sampling: the agent's codes use temperature/top_k, its text text_temperature/text_top_k;
+        each defaults to the config, and a temperature/top_k given without its text_ twin sets
+        both streams (so temperature=0 is fully greedy)."""
+        s = self.cfg
+        text_temperature = text_temperature if text_temperature is not None else \
+            temperature if temperature is not None else s.text_temperature
+        text_top_k = text_top_k if text_top_k is not None else top_k if top_k is not None else s.text_top_k
         return StreamingGenerator(
-            self, voice, self.cfg.temperature if temperature is None else temperature,
-            self.cfg.top_k if top_k is None else top_k, seed, codec,
-            tokenizer if tokenizer is not None else getattr(self, "tokenizer", None))
+            self, voice, s.temperature if temperature is None else temperature,
+            s.top_k if top_k is None else top_k, seed, codec,
+            tokenizer if tokenizer is not None else getattr(self, "tokenizer", None),
+            text_temperature, text_top_k)
 
 
 # --- streaming generation -----------------------------------------------------------------------
@@ -540,7 +549,7 @@ class StreamingGenerator:
     "codes" too), else the codec's latent [latent_dim] or codes [>=K] for that frame.
 
     The user transcript is always greedy (it is recognition, not generation); the agent's text
-    and codes are sampled with temperature and top_k.
+    is sampled with text_temperature and text_top_k, its codes with temperature and top_k.
 
     Forcing (the context manager's hooks, also teacher forcing for tests): force_agent_text(id)
     fixes the agent's text for the next step(s); force_agent_codes(codes, frame) fixes a whole
@@ -548,9 +557,12 @@ class StreamingGenerator:
     both with PAD and the codec's silence codes for the next n frames. Forced tokens are fed back
     exactly as sampled ones would be, so the model hears itself having gone quiet."""
 
-    def __init__(self, model: S2SModel, voice, temperature: float, top_k: int, seed, codec, tokenizer):
+    def __init__(self, model: S2SModel, voice, temperature: float, top_k: int, seed, codec, tokenizer,
+                 text_temperature: float | None = None, text_top_k: int | None = None):
         self.model = model
         self.temperature, self.top_k = float(temperature), int(top_k)
+        self.text_temperature = self.temperature if text_temperature is None else float(text_temperature)
+        self.text_top_k = self.top_k if text_top_k is None else int(text_top_k)
         self.codec, self.tokenizer = codec, tokenizer
         self.pad_id = tokenizer.pad_id if tokenizer is not None else PAD_ID
         self.device = device = next(model.parameters()).device
@@ -656,7 +668,7 @@ class StreamingGenerator:
         user_id = int(user_logits.argmax()) if user_text is None else int(user_text)
         text_id = self.forced_text.pop(s, None)
         if text_id is None:
-            text_id = sample(agent_logits, self.temperature, self.top_k, self.rng)
+            text_id = sample(agent_logits, self.text_temperature, self.text_top_k, self.rng)
 
         # Depth: codebook 0 of frame s, then codebooks 1.. of frame s - delay.
         forced_now = self.forced_codes.get(s)  # frame s: its codebook 0 is due now
@@ -738,7 +750,8 @@ def frame_db(pcm) -> float:
 
 @torch.inference_mode()
 def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, temperature: float | None = None,
-             top_k: int | None = None, seed: int | None = 0, frame_ms: int | None = None, tokenizer=None) -> dict:
+             top_k: int | None = None, seed: int | None = 0, frame_ms: int | None = None, tokenizer=None,
+             text_temperature: float | None = None, text_top_k: int | None = None) -> dict:
     """Play `user_pcm` (24 kHz float32, any length) as the user's side of a conversation, one frame
     at a time, as the server does: the generator steps on the user's frame (running the codec's
     streaming encoder itself when the model reads latents or codes), the codec's streaming decoder
@@ -758,7 +771,7 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
     user = np.zeros(n_frames * fs, np.float32)
     user[:len(user_pcm)] = user_pcm
     gen = model.streaming(voice=voice, temperature=temperature, top_k=top_k, seed=seed, codec=codec,
-                          tokenizer=tokenizer)
+                          tokenizer=tokenizer, text_temperature=text_temperature, text_top_k=text_top_k)
     cm = ContextManager(context_cfg, frame_ms)
     dec_state = codec.init_state(1, gen.device)
     agent = np.zeros_like(user)

@@ -10,7 +10,8 @@ Wire protocol (DESIGN.md "Server"; what is decided here beyond it):
     binary  kind byte + payload: 0x01 audio PCM16 LE 24 kHz mono (both ways; the client may send
             any whole number of samples, the server always sends one frame_size frame per input
             frame), 0x02 agent text piece, 0x03 user text piece (UTF-8, server to client only)
-    client  {"type": "start", "voice"?, "temperature"?, "top_k"?, "seed"?, "token"?}
+    client  {"type": "start", "voice"?, "temperature"?, "top_k"?, "text_temperature"?, "text_top_k"?,
+             "seed"?, "token"?}
             {"type": "stop"}   {"type": "ping", ...}
     server  {"type": "ready", "session", "version", "sample_rate", "frame_ms", "frame_size",
              "voices": [{"name", "gender"}], "default_voice", "token_required", "limits"}  on connect
@@ -323,7 +324,8 @@ class Conversation:
     encoder state when the model reads codes or latents), the codec decoder state for the agent's
     voice, and the ContextManager. Not thread-safe: its session steps it one frame at a time."""
 
-    def __init__(self, models: Models, cfg: Config, voice: str, temperature=None, top_k=None, seed=None):
+    def __init__(self, models: Models, cfg: Config, voice: str, temperature=None, top_k=None, seed=None,
+                 text_temperature=None, text_top_k=None):
         import torch
 
         from context_manager import ContextManager
@@ -335,7 +337,8 @@ class Conversation:
         codec, s2s = models.codec, models.s2s
         with torch.inference_mode():
             self.gen = s2s.streaming(voice=models.voices[voice]["embedding"], temperature=temperature,
-                                     top_k=top_k, seed=seed, codec=codec, tokenizer=models.tokenizer)
+                                     top_k=top_k, seed=seed, codec=codec, tokenizer=models.tokenizer,
+                                     text_temperature=text_temperature, text_top_k=text_top_k)
             self.decoder_state = codec.init_state(1, models.device)  # on the models' device (CUDA too)
         self.ctx = ContextManager(cfg.context, frame_ms=round(models.frame_ms))
         self.silence = np.zeros(models.frame_size, dtype=np.float32)
@@ -622,6 +625,7 @@ class Session:
             raise ProtocolError("unknown_voice", f"unknown voice {str(voice)[:40]!r}; voices: {', '.join(voices)}")
         opts = {}
         for key, kind, lo, hi in (("temperature", float, 0.0, 5.0), ("top_k", int, 0, 1 << 20),
+                                  ("text_temperature", float, 0.0, 5.0), ("text_top_k", int, 0, 1 << 20),
                                   ("seed", int, 0, 2**63 - 1)):
             value = msg.get(key)
             if value is None:

@@ -252,6 +252,28 @@ def test_top_k_one_equals_greedy():
     assert a == b
 
 
+def test_text_and_audio_sample_separately():
+    torch.manual_seed(15)
+    cfg = tiny_config("latent")
+    cfg.s2s.temperature, cfg.s2s.top_k, cfg.s2s.text_temperature, cfg.s2s.text_top_k = 0.9, 40, 0.6, 20
+    model = s2s.S2SModel(cfg).eval()
+    gen = model.streaming()
+    assert (gen.temperature, gen.top_k, gen.text_temperature, gen.text_top_k) == (0.9, 40, 0.6, 20)
+    gen = model.streaming(temperature=0.0, top_k=0)  # one explicit setting drives both streams
+    assert (gen.text_temperature, gen.text_top_k) == (0.0, 0)
+    gen = model.streaming(temperature=1.2, text_temperature=0.0)
+    assert (gen.temperature, gen.text_temperature) == (1.2, 0.0)
+    # Greedy text with hot audio: the text equals the fully greedy run's while the codes are
+    # forced to the same values, since only the codes are then left to chance.
+    batch = random_batch(cfg, 1, 8)
+    texts = []
+    for kw in ({"temperature": 0.0}, {"temperature": 5.0, "top_k": 0, "text_temperature": 0.0, "seed": 3}):
+        g = model.streaming(**kw)
+        texts.append([g.step(user_frame(cfg, batch, t), agent_codes=batch["agent_codes"][0, :, t]).agent_text_id
+                      for t in range(8)])
+    assert texts[0] == texts[1]
+
+
 def test_silence_forces_pad_and_silence_codes():
     torch.manual_seed(6)
     cfg = tiny_config("codes")

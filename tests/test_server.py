@@ -284,7 +284,8 @@ def test_frames_in_equal_frames_out_for_any_chunking(serve):
             assert ready["type"] == "ready" and ready["sample_rate"] == 24000 and ready["frame_size"] == FS
             assert ready["frame_ms"] == 40 and [v["name"] for v in ready["voices"]] == VOICES
             assert not ready["token_required"] and len(ready["session"]) == 8
-            await ws.send(json.dumps({"type": "start", "voice": "priya", "temperature": 0.7, "top_k": 20, "seed": 3}))
+            await ws.send(json.dumps({"type": "start", "voice": "priya", "temperature": 0.7, "top_k": 20, "seed": 3,
+                                      "text_temperature": 0.3, "text_top_k": 10}))
             i = 0
             while i < len(pcm):  # chunks of 1 .. 2000 samples, odd ones included
                 n = int(rng.choice([1, 7, 333, 480, 481, 960, 2000]))
@@ -529,6 +530,8 @@ def test_protocol_errors_are_answered_and_recoverable(serve):
                 (json.dumps({"type": "start", "voice": "nobody"}), "unknown_voice"),
                 (json.dumps({"type": "start", "temperature": "hot"}), "bad_start"),
                 (json.dumps({"type": "start", "top_k": 2.5}), "bad_start"),
+                (json.dumps({"type": "start", "text_temperature": -1}), "bad_start"),
+                (json.dumps({"type": "start", "text_top_k": "many"}), "bad_start"),
             ]
             for message, code in cases:
                 await ws.send(message)
