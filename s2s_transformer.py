@@ -413,9 +413,15 @@ class S2SModel(nn.Module):
         delayed = self.apply_delay(agent_codes)
 
         x = self.embed_user(batch["user"], T)
+        read_user_text = _shift_right(user_text, self.text_start)
+        if self.training and self.cfg.user_text_noise > 0:
+            # At inference the model reads back its own transcript, which errs on unseen voices and
+            # phrasings; teacher forcing alone would teach it to trust that transcript blindly.
+            noisy = torch.rand(read_user_text.shape, device=x.device) < self.cfg.user_text_noise
+            random_ids = torch.randint(0, self.cfg.text_vocab_size, read_user_text.shape, device=x.device)
+            read_user_text = torch.where(noisy, random_ids, read_user_text)
         x = x + self.embed_previous(_shift_right(agent_text, self.text_start),
-                                    _shift_right(delayed, self.empty_code),
-                                    _shift_right(user_text, self.text_start))
+                                    _shift_right(delayed, self.empty_code), read_user_text)
         x = x + self.voice_bias(batch.get("voice"), B, x.device)
         h = self.temporal(x, start_frame)
         out = {"user_text": self.user_text_head(h), "agent_text": self.agent_text_head(h)}

@@ -231,6 +231,21 @@ def test_depth_fraction_trains_the_depth_pass_on_a_random_share_of_frames():
         model.loss(batch, depth_fraction=0.0)
 
 
+def test_user_text_noise_hides_the_transcript_read_back_in_training_only():
+    cfg = tiny_config("latent")
+    cfg.s2s.user_text_noise = 1.0  # every token read back is replaced
+    model = s2s.S2SModel(cfg)
+    a = random_batch(cfg, 2, 10)
+    b = dict(a, user_text=torch.randint(0, cfg.s2s.text_vocab_size, (2, 10), generator=torch.Generator().manual_seed(9)))
+    outs = []
+    for batch in (a, b):
+        torch.manual_seed(0)  # the same noise and dropout draws for both
+        outs.append(model(batch, depth=False)["agent_text"])
+    torch.testing.assert_close(outs[0], outs[1])  # the transcript read back no longer matters
+    model.eval()  # inference reads the transcript as it is
+    assert not torch.allclose(model(a, depth=False)["agent_text"], model(b, depth=False)["agent_text"])
+
+
 # (5) sampling ------------------------------------------------------------------------------------
 def test_top_k_one_equals_greedy():
     torch.manual_seed(5)
