@@ -526,6 +526,21 @@ class S2SModel(nn.Module):
 
 # --- streaming generation -----------------------------------------------------------------------
 
+SILENCE_SETTLE_S = 4.0
+
+
+@torch.no_grad()
+def steady_silence_codes(codec, n_codebooks: int | None = None) -> torch.Tensor:
+    """long [K]: the codes the codec gives long silence, which is what the agent channel of every
+    training dialogue holds while the agent is quiet. The first second of zeros gives other codes
+    (the causal encoder's start-up transient, about 24 frames for the shipped codec); forcing
+    those made the agent hear itself in a state that only stage 1's never-speaking items had."""
+    device = next(codec.parameters()).device
+    zeros = torch.zeros(1, 1, int(SILENCE_SETTLE_S * codec.sample_rate) // codec.frame_size * codec.frame_size,
+                        device=device)
+    return codec.encode(zeros, n_codebooks)[0, :, -1].clone()
+
+
 @dataclass
 class StepOutput:
     step: int  # the step (= user frame) index this output answers
@@ -581,11 +596,7 @@ class StreamingGenerator:
             self.depth_rope = rope(torch.arange(K, device=device), model.depth.head_dim)
         self.caches = model.temporal.new_caches(1, s.context_frames, device)
         self.depth_caches = model.depth.new_caches(1, K, device)
-        self.silence_codes = None
-        if codec is not None:
-            # The codec's answer to steady silence: encode a few frames of zeros, take the last.
-            zeros = torch.zeros(1, 1, 8 * codec.frame_size, device=device)
-            self.silence_codes = codec.encode(zeros, K)[0, :, -1].clone()
+        self.silence_codes = None if codec is None else steady_silence_codes(codec, K).to(device)
         self.reset()
 
     def reset(self):

@@ -489,9 +489,9 @@ def load_codec(path, device):
 
 
 def silence_codes_of(codec) -> np.ndarray:
-    """The codec's answer to steady silence (as the streaming generator computes it)."""
-    zeros = torch.zeros(1, 1, 8 * codec.frame_size, device=next(codec.parameters()).device)
-    return codec.encode(zeros)[0, :, -1].cpu().numpy()
+    """The codec's answer to steady silence, all codebooks (as the streaming generator forces it)."""
+    from s2s_transformer import steady_silence_codes
+    return steady_silence_codes(codec).cpu().numpy()
 
 
 def load_voice_bank(args):

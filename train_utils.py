@@ -126,6 +126,9 @@ def seed_everything(seed: int) -> None:
 
 def cleanup(rt: Runtime) -> None:
     if rt.ddp and dist.is_initialized():
+        # Meet first: a rank that tears gloo down while rank 0 is still exporting can make the other
+        # side's gloo thread abort ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -294,8 +294,11 @@ def test_silence_forces_pad_and_silence_codes():
     cfg = tiny_config("codes")
     model = s2s.S2SModel(cfg).eval()
 
-    class FakeCodec:  # the generator only needs encode() and init_state() from it
-        frame_size = cfg.codec.frame_size
+    class FakeCodec:  # the generator only needs encode(), init_state() and its device from it
+        frame_size, sample_rate = cfg.codec.frame_size, cfg.codec.sample_rate
+
+        def parameters(self):
+            return iter([torch.zeros(1)])
 
         def encode(self, pcm, n_q):
             return torch.full((1, n_q, pcm.shape[-1] // self.frame_size), 5)
@@ -313,6 +316,21 @@ def test_silence_forces_pad_and_silence_codes():
     # Frames 3..6 are silent; each is complete one step later (delay 1).
     for o in outs[1:5]:
         assert o.agent_codes.tolist() == [5] * cfg.s2s.n_codebooks
+
+
+def test_silence_codes_are_the_codecs_steady_state_for_silence():
+    """What the generator forces for a quiet agent must be what the agent channel of a training
+    dialogue holds in a long silence: the shipped codec takes about a second of zeros to settle,
+    and its first frames give other codes (a start-up transient the model never hears as silence)."""
+    import telugu_codec_fixed
+    import train_s2s
+    codec = telugu_codec_fixed.load(None)
+    offline = codec.encode(torch.zeros(1, 1, 6 * codec.sample_rate))[0]  # [K, 150 frames]
+    steady = s2s.steady_silence_codes(codec)
+    assert steady.tolist() == offline[:, -1].tolist() == offline[:, 100].tolist()
+    assert offline[:, 5].tolist() != steady.tolist()  # the transient
+    assert train_s2s.silence_codes_of(codec).tolist() == steady.tolist()
+    assert s2s.steady_silence_codes(codec, 3).tolist() == steady[:3].tolist()
 
 
 # (6) tokenizer -----------------------------------------------------------------------------------
