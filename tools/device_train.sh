@@ -29,7 +29,7 @@ AUGMENT=${AUGMENT:-1.0}
 ECHO=${ECHO:-1}
 DEPTH_FRACTION=${DEPTH_FRACTION:-1.0}
 SENT_SHARE=${SENT_SHARE:-0.25}
-UT_NOISE=${UT_NOISE:-0.0}
+UT_NOISE=${UT_NOISE:-0.3}
 CPUS=$(nproc)
 W=$(( CPUS > 4 ? CPUS / 2 : 1 ))   # workers per corpus builder while both run
 mkdir -p "$OUT_DIR" runs/dev
