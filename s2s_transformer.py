@@ -479,19 +479,18 @@ class S2SModel(nn.Module):
         if "agent_codes" in logits:
             targets = self.apply_delay(agent_codes)
             valid = apply_delay(mask[:, None].expand(B, K, T), self.delay, False) & (targets != self.empty_code)
-            if depth_index is not None:  # [B, K, T] -> the sampled frames, [N, K]
-                targets = targets.transpose(1, 2).reshape(B * T, K)[depth_index]
-                valid = valid.transpose(1, 2).reshape(B * T, K)[depth_index]
-                ce = F.cross_entropy(logits["agent_codes"].flatten(0, 1),
-                                     targets.clamp(max=self.card - 1).flatten(), reduction="none").view(-1, K)
-                ce, valid = ce.T, valid.T  # [K, N]
+            # Per frame: [B, K, T] -> [B*T, K], then the frames the depth pass ran on.
+            targets, valid = (x.transpose(1, 2).reshape(B * T, K) for x in (targets, valid))
+            code_logits = logits["agent_codes"]
+            if depth_index is None:
+                code_logits = code_logits.permute(0, 2, 1, 3).reshape(B * T, K, self.card)
             else:
-                ce = F.cross_entropy(logits["agent_codes"].flatten(0, 2),
-                                     targets.clamp(max=self.card - 1).flatten(), reduction="none").view(B, K, T)
-                ce, valid = ce.transpose(0, 1), valid.transpose(0, 1)  # [K, B, T]
+                targets, valid = targets[depth_index], valid[depth_index]
+            ce = F.cross_entropy(code_logits.flatten(0, 1), targets.clamp(max=self.card - 1).flatten(),
+                                 reduction="none").view(-1, K)
             for k in range(K):
-                vk = valid[k].float()
-                losses[f"codebook_{k}"] = (ce[k] * vk).sum() / vk.sum().clamp(min=1e-8)
+                vk = valid[:, k].float()
+                losses[f"codebook_{k}"] = (ce[:, k] * vk).sum() / vk.sum().clamp(min=1e-8)
 
         stream_weights = {"agent_text": w["agent_text"], "user_text": w["user_text"],
                           **{f"codebook_{k}": code_weights[k] for k in range(K)}}
@@ -579,11 +578,10 @@ class StreamingGenerator:
     exactly as sampled ones would be, so the model hears itself having gone quiet."""
 
     def __init__(self, model: S2SModel, voice, temperature: float, top_k: int, seed, codec, tokenizer,
-                 text_temperature: float | None = None, text_top_k: int | None = None):
+                 text_temperature: float, text_top_k: int):
         self.model = model
         self.temperature, self.top_k = float(temperature), int(top_k)
-        self.text_temperature = self.temperature if text_temperature is None else float(text_temperature)
-        self.text_top_k = self.top_k if text_top_k is None else int(text_top_k)
+        self.text_temperature, self.text_top_k = float(text_temperature), int(text_top_k)
         self.codec, self.tokenizer = codec, tokenizer
         self.pad_id = tokenizer.pad_id if tokenizer is not None else PAD_ID
         self.device = device = next(model.parameters()).device
