@@ -16,7 +16,8 @@
 # loaders' CPU cost), ECHO (train on each batch N times: the 2026-11-25 run was loader-bound),
 # TRAIN_CODEC (0: no codec run), N_DIAL (training dialogues to build), DEPTH_FRACTION (share of frames
 # the depth transformer trains on), SENT_SHARE (stage 2's share of transcription sentences),
-# UT_NOISE (s2s.user_text_noise: share of the user transcript read back replaced at random).
+# UT_NOISE (s2s.user_text_noise: share of the user transcript read back replaced at random),
+# S2S_WORKERS (the S2S loader's worker processes; default: the cores the codec run leaves).
 set -u
 START=$(date +%s)
 OUT_DIR=${OUT_DIR:-${OUT:-runs/device_out}}
@@ -30,6 +31,8 @@ ECHO=${ECHO:-1}
 DEPTH_FRACTION=${DEPTH_FRACTION:-1.0}
 SENT_SHARE=${SENT_SHARE:-0.25}
 UT_NOISE=${UT_NOISE:-0.3}
+CPUS0=$(nproc)
+S2S_WORKERS=${S2S_WORKERS:-$(( CPUS0 > 4 ? CPUS0 - 7 : 0 ))}
 CPUS=$(nproc)
 W=$(( CPUS > 4 ? CPUS / 2 : 1 ))   # workers per corpus builder while both run
 mkdir -p "$OUT_DIR" runs/dev
@@ -79,7 +82,7 @@ CODEC=
 S2S=(python3 train_s2s.py --config tiny --codec_path checkpoints/codec.safetensors
      --speaker_path checkpoints/speaker_encoder.safetensors --data_dir data/synthetic --out_dir runs/s2s_gpu
      --set train_s2s.batch_size=$BATCH --set train_s2s.lr=$S2S_LR --set train_s2s.warmup_steps=200
-     --set train_s2s.precision=fp32 --set train_s2s.threads=4 --set train_s2s.num_workers=$(( CPUS > 4 ? CPUS - 7 : 0 ))
+     --set train_s2s.precision=fp32 --set train_s2s.threads=4 --set train_s2s.num_workers=$S2S_WORKERS
      --set train_s2s.eval_every_steps=0 --set train_s2s.save_every_steps=500 --set train_s2s.log_every_steps=25
      --val_clips 48 --val_dialogues 6 --crop_s $CROP --augment_strength $AUGMENT --echo $ECHO
      --depth_fraction $DEPTH_FRACTION --sentence_share $SENT_SHARE --set s2s.user_text_noise=$UT_NOISE)
