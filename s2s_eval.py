@@ -146,6 +146,18 @@ def summarise(results) -> dict:
     }
 
 
+def by_intent(results) -> dict:
+    """Per intent: scored turns, answers right, and requests answered with any audio. Where the
+    model fails (it cannot hear the slot, or it never starts talking) differs by intent."""
+    rows = defaultdict(lambda: {"turns": 0, "correct": 0, "responded": 0})
+    for t in (t for r in results for t in r["turns"] if t["scored"]):
+        row = rows[t["intent"]]
+        row["turns"] += 1
+        row["correct"] += int(t["correct"])
+        row["responded"] += int(t["gap_ms"] is not None)
+    return dict(sorted(rows.items()))
+
+
 COLUMNS = [("answer_accuracy", "answer acc"), ("user_cer", "user CER"), ("voice_match", "voice match"),
            ("round_trip_cer", "round-trip CER"), ("barge_in_200ms", "barge-in ≤200ms"),
            ("response_gap_ms_p50", "gap p50 ms"), ("response_gap_ms_p95", "gap p95 ms"),
@@ -259,7 +271,7 @@ def main(argv=None) -> int:
               "dialogues": args.dialogues, "split": args.split, "threads": args.threads,
               "sampling": {k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
-              "targets": TARGETS}
+              "per_intent": by_intent(results), "targets": TARGETS}
     if args.sentences and Path(args.sentences).exists():
         clips = ts.validation_clips(args.sentences, 10 ** 6, codec.sample_rate)
         if args.limit:

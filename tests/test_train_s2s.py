@@ -185,6 +185,10 @@ def test_eval_writes_every_metric(world, tmp_path):
                 "response_gap_ms_p50", "response_gap_ms_p95", "responded", "step_ms_p50", "frame_ms_p50"):
         assert key in report["all"], key
     assert report["all"]["turns_scored"] == 4 and report["all"]["step_ms_p50"] > 0
+    per_intent = report["per_intent"]  # the same scored turns, split by intent
+    assert sum(row["turns"] for row in per_intent.values()) == 4
+    assert sum(row["correct"] for row in per_intent.values()) == round(report["all"]["answer_accuracy"] * 4)
+    assert all(row["correct"] <= row["turns"] and row["responded"] <= row["turns"] for row in per_intent.values())
     assert 0 <= report["sentence_test_cer"]
     assert "| lakshmi |" in r.stdout and "| all |" in r.stdout
 
