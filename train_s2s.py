@@ -65,6 +65,9 @@ class StageSettings:
     agent_lead_frames: int = 1  # agent text: a word's tokens start 1 frame before its audio
     crop_s: float = 16.0  # stage 2: random crops of whole dialogues of this length
     sentence_share: float = 0.25  # stage 2: share of each epoch's items that are stage-1 sentences
+    sentence_voice_share: float = 1.0  # share of sentence items given an agent voice; the rest get none
+    # (zero vector, "listening only"), so the agent's silence there is tied to that condition, not to
+    # speech that sounds like a request (many sentences are greetings and questions)
     lead_silence_s: float = 1.0  # stage 1: up to this much silence before a clip (no fixed onset)
     tail_silence_s: float = 0.8  # stage 1: silence after it, for the lagging transcript
     augment_strength: float = 1.0  # 0 disables augment.py
@@ -156,6 +159,8 @@ class Sentences(torch.utils.data.Dataset):
         user = np.zeros(n * self.fs, np.float32)
         user[lead:lead + len(pcm)] = pcm
         voice = self.voices[int(rng.integers(len(self.voices)))] if self.voices is not None else None
+        if self.s.sentence_voice_share < 1 and rng.random() >= self.s.sentence_voice_share:
+            voice = None  # drawn after everything else, so the default (1.0) keeps every item as it was
         return dict(user=user, user_text=np.asarray(user_text), agent_text=np.full(n, PAD_ID),
                     agent_codes=None, voice=voice)
 
@@ -739,7 +744,8 @@ def main(argv=None):
     collate_fn = lambda items: collate(items, silence, cfg.speaker.embed_dim)
     val_manifest = data_dir / cfg.data.val_manifest
     clips = validation_clips(val_manifest, st.val_clips, sr) if rt.is_main and val_manifest.exists() else []
-    val_voice = voices[0] if voices is not None else None
+    # stage-1 validation transcribes as the sentence items were trained: with a voice unless none had one
+    val_voice = voices[0] if voices is not None and st.sentence_voice_share > 0 else None
 
     def validate_stage1(model):
         return validate_transcription(model, clips, tokenizer, codec, silence, val_voice,

@@ -241,3 +241,30 @@ def test_depth_fraction_flag_trains_stage_2(world):
     state = torch.load(root / "amortised" / "dialogue" / "step_00000004.pt", weights_only=True)
     assert state["step"] == 4 and state["settings"]["depth_fraction"] == 0.5
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_sentence_voice_share_leaves_sentence_items_without_a_voice(world):
+    """--sentence_voice_share 0: sentence items carry no agent voice (the collated vector is zero),
+    everything else about them unchanged; 1 (the default) gives every item one of the bank's voices;
+    a share in between mixes both."""
+    import train_s2s as ts
+    from telugu_tokenizer import Tokenizer
+
+    root = world[0]
+    manifest = root / "data" / "synthetic" / "train.jsonl"
+    tok = Tokenizer.load(str(ts.ROOT / "checkpoints" / "telugu_spm.model"))
+    voices = np.eye(4, 8, dtype=np.float32)
+
+    def items(share):
+        st = ts.StageSettings(sentence_voice_share=share, augment_strength=0.0)
+        dset = ts.Sentences(manifest, tok, SR, 960, st, seed=0, voices=voices)
+        return [dset[i] for i in range(len(dset))] + [dset.item(0, np.random.default_rng(s)) for s in range(40)]
+
+    with_voice, without, mixed = items(1.0), items(0.0), items(0.5)
+    assert all(it["voice"] is not None for it in with_voice)
+    assert all(it["voice"] is None for it in without)
+    assert 0 < sum(it["voice"] is None for it in mixed) < len(mixed)
+    for a, b in zip(with_voice, without):  # the audio and both text streams are the same items
+        assert np.array_equal(a["user"], b["user"]) and np.array_equal(a["user_text"], b["user_text"])
+    batch = ts.collate(without[:2], np.zeros(8, np.int64), 8)
+    assert torch.count_nonzero(batch["voice"]) == 0
