@@ -33,9 +33,8 @@ DEPTH_FRACTION=${DEPTH_FRACTION:-1.0}
 SENT_SHARE=${SENT_SHARE:-0.25}
 UT_NOISE=${UT_NOISE:-0.3}
 SENT_VOICE=${SENT_VOICE:-1.0}
-CPUS0=$(nproc)
-S2S_WORKERS=${S2S_WORKERS:-$(( CPUS0 > 4 ? CPUS0 - 7 : 0 ))}
 CPUS=$(nproc)
+S2S_WORKERS=${S2S_WORKERS:-$(( CPUS > 4 ? CPUS - 7 : 0 ))}
 W=$(( CPUS > 4 ? CPUS / 2 : 1 ))   # workers per corpus builder while both run
 mkdir -p "$OUT_DIR" runs/dev
 LOG=runs/dev
