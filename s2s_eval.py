@@ -51,13 +51,19 @@ def _frames(seconds: float, frame_s: float) -> int:
 
 
 def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperature=None, top_k=None, seed=0,
-                 encoder=None, text_temperature=None, text_top_k=None) -> dict:
-    """Replay one dialogue's user side and score what the agent did (see the module docstring)."""
+                 encoder=None, text_temperature=None, text_top_k=None, oracle_transcript=False) -> dict:
+    """Replay one dialogue's user side and score what the agent did (see the module docstring).
+    oracle_transcript: the model reads the true user words (aligned as in training) instead of its
+    own transcript, so answer accuracy then measures answering alone."""
     sr = codec.sample_rate
     user = ts.read_channel(d["audio"], 0, sample_rate=sr)
     voice = bank.embedding(d["agent_voice"]) if bank is not None and d["agent_voice"] in bank.names() else None
+    oracle = None
+    if oracle_transcript:
+        n = -(-len(user) // model.frame_size)
+        oracle, _ = ts.align(tokenizer, d["user_words"], n, sr / model.frame_size, ts.StageSettings.user_lag_frames, "end")
     run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer,
-                       text_temperature=text_temperature, text_top_k=text_top_k)
+                       text_temperature=text_temperature, text_top_k=text_top_k, user_text_ids=oracle)
     frame_s = run["frame_ms"] / 1000
     active = [db > s2s.AGENT_ACTIVE_DB for db in run["agent_db"]]
     meta = d["meta"]
@@ -90,6 +96,41 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
         out.update(voice_check(run, active, encoder, bank, d["agent_voice"], sr, model.frame_size))
     out["agent_pcm"] = run["agent_pcm"]
     return out
+
+
+@torch.no_grad()
+def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_val", seed: int = 0) -> dict:
+    """Answering alone, without audio: n dialogue plans of `split` (held-out phrasings and slot
+    values; dialogue_corpus.plan_dialogue), timed as train_s2s.TextDialogues times its items. The
+    model reads the true user words with its user audio silent and its agent codes held at
+    silence (as those items were trained), and its agent text runs free (greedy). A turn is right
+    when is_correct accepts the agent text between the request's end and the next request."""
+    import dialogue_corpus
+    import numpy as np
+    texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank, n)
+    silent = codec.latent(torch.zeros(1, 1, 50 * model.frame_size))[0, :, -1]  # the settled latent of silence
+    silence_codes = s2s.steady_silence_codes(codec, model.n_codebooks)
+    turns = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        line = texts.timeline(dialogue_corpus.plan_dialogue(split, i, seed=seed, augment=False), rng)
+        gen = model.streaming(voice=texts.voices[line["voice"]], temperature=0.0, codec=codec, tokenizer=tokenizer)
+        pieces = []
+        for t, user_id in enumerate(line["user_text"]):
+            out = gen.step(silent, agent_codes=silence_codes, user_text=int(user_id))
+            pieces.append(out.agent_text_piece)
+        for k, turn in enumerate(line["turns"]):
+            stop = line["turns"][k + 1]["start"] if k + 1 < len(line["turns"]) else len(pieces)
+            said = "".join(pieces[turn["end"]:stop]).strip()
+            turns.append({"intent": turn["intent"], "said": said, "expected": turn["agent_text"],
+                          "correct": bool(said) and bool(domain.is_correct(turn["intent"], turn["slots"], said))})
+    per_intent = defaultdict(lambda: [0, 0])
+    for t in turns:
+        per_intent[t["intent"]][0] += 1
+        per_intent[t["intent"]][1] += int(t["correct"])
+    return {"text_answer_accuracy": round(float(np.mean([t["correct"] for t in turns])), 4) if turns else 0.0,
+            "text_turns": len(turns), "text_per_intent": {k: {"turns": v[0], "correct": v[1]} for k, v in sorted(per_intent.items())},
+            "text_examples": turns[:8]}
 
 
 def voice_check(run, active, encoder, bank, voice, sr, fs) -> dict:
@@ -225,6 +266,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
+    p.add_argument("--text_dialogues", type=int, default=0, metavar="N",
+                   help="also score answering alone on N held-out text dialogues (no audio; text_answers)")
+    p.add_argument("--oracle_transcript", action="store_true",
+                   help="the model reads the true user words instead of its own transcript (answering alone)")
     p.add_argument("--transcript_only", action="store_true",
                    help="only the user transcript on --sentences (CER greedy and with --pad_bias, token "
                         "loss and accuracy): the user-input comparison (docs/s2s_input_choice.md)")
@@ -259,7 +304,8 @@ def main(argv=None) -> int:
     results = []
     for i, d in enumerate(dialogues):
         results.append(run_dialogue(model, codec, bank, tokenizer, d, model.config.context, args.temperature,
-                                    args.top_k, args.seed + i, encoder, args.text_temperature, args.text_top_k))
+                                    args.top_k, args.seed + i, encoder, args.text_temperature, args.text_top_k,
+                                    args.oracle_transcript))
         print(f"\r{i + 1}/{len(dialogues)} dialogues", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     silence = ts.silence_codes_of(codec)
@@ -269,6 +315,7 @@ def main(argv=None) -> int:
         by_voice[r["agent_voice"]].append(r)
     report = {"checkpoint": str(args.checkpoint or s2s.SHIPPED), "codec": str(args.codec or telugu_codec_fixed.SHIPPED),
               "dialogues": args.dialogues, "split": args.split, "threads": args.threads,
+              "oracle_transcript": args.oracle_transcript,
               "sampling": {k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "per_intent": by_intent(results), "targets": TARGETS}
@@ -279,10 +326,15 @@ def main(argv=None) -> int:
         voice = bank.embedding(bank.names()[0]) if bank is not None else None
         report["sentence_test_cer"] = round(ts.validate_transcription(model, clips, tokenizer, codec, silence, voice)["cer"], 4)
         report["sentence_test_clips"] = len(clips)
+    if args.text_dialogues:
+        report.update(text_answers(model, codec, bank, tokenizer, args.text_dialogues, args.split, args.seed))
     report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
                            "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms")} for t in r["turns"]]}
                           for r in results[:5]]
     print(table(report))
+    if "text_answer_accuracy" in report:
+        print(f"text_answer_accuracy (answering alone, {report['text_turns']} turns of {args.text_dialogues} held-out "
+              f"text dialogues): {report['text_answer_accuracy']:.3f}")
     if "sentence_test_cer" in report:
         print(f"sentence_test_cer (test voices x unseen sentences, {report['sentence_test_clips']} clips): "
               f"{report['sentence_test_cer']:.3f}")

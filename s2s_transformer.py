@@ -451,7 +451,8 @@ class S2SModel(nn.Module):
         codebook losses are not computed (a cheaper transcription stage).
         depth_fraction < 1 trains the depth transformer on that share of the batch's frames,
         drawn at random (Sesame CSM's compute amortisation: the depth pass is most of a step's
-        cost, while the temporal transformer and both text streams still see every frame)."""
+        cost, while the temporal transformer and both text streams still see every frame).
+        batch["text_only"] ([B] bool, optional) marks rows whose only loss is the agent's text."""
         w = {"agent_text": self.cfg.text_weight, "user_text": self.cfg.user_text_weight,
              "codebook_0": self.cfg.first_codebook_weight, "codebooks": 1.0}
         w.update(weights or {})
@@ -463,22 +464,29 @@ class S2SModel(nn.Module):
         mask = torch.ones(B, T, dtype=torch.bool, device=agent_codes.device) if mask is None else mask.bool()
         if not 0 < depth_fraction <= 1:
             raise ValueError(f"depth_fraction must be in (0, 1], got {depth_fraction}")
-        depth_index = None
-        if depth_fraction < 1:
-            n = max(1, round(depth_fraction * B * T))
-            depth_index = torch.randperm(B * T, device=agent_codes.device)[:n]
-        logits = self(batch, depth=any(code_weights), depth_index=depth_index)
+        # Text-only rows (train_s2s.TextDialogues) teach the agent's text alone: no user transcript
+        # (their user is silent) and no codes (silence under speech-time text would teach muteness).
+        text_only = batch.get("text_only")
+        audio = mask if text_only is None else mask & ~text_only.bool()[:, None]
+        depth_index, depth = None, any(code_weights) and bool(audio.any())
+        if depth and (depth_fraction < 1 or text_only is not None):
+            rows = torch.arange(B * T, device=agent_codes.device)
+            if text_only is not None:
+                rows = rows.view(B, T)[~text_only.bool()].flatten()
+            n = max(1, round(depth_fraction * len(rows)))
+            depth_index = rows[torch.randperm(len(rows), device=agent_codes.device)[:n]]
+        logits = self(batch, depth=depth, depth_index=depth_index)
 
-        def text_loss(lg, target):
+        def text_loss(lg, target, m):
             ce = F.cross_entropy(lg.flatten(0, 1), target.flatten().long(), reduction="none").view(B, T)
-            wt = mask.float() * torch.where(target == pad_id, pad_weight, 1.0)
+            wt = m.float() * torch.where(target == pad_id, pad_weight, 1.0)
             return (ce * wt).sum() / wt.sum().clamp(min=1e-8)
 
-        losses = {"agent_text": text_loss(logits["agent_text"], batch["agent_text"]),
-                  "user_text": text_loss(logits["user_text"], batch["user_text"])}
+        losses = {"agent_text": text_loss(logits["agent_text"], batch["agent_text"], mask),
+                  "user_text": text_loss(logits["user_text"], batch["user_text"], audio)}
         if "agent_codes" in logits:
             targets = self.apply_delay(agent_codes)
-            valid = apply_delay(mask[:, None].expand(B, K, T), self.delay, False) & (targets != self.empty_code)
+            valid = apply_delay(audio[:, None].expand(B, K, T), self.delay, False) & (targets != self.empty_code)
             # Per frame: [B, K, T] -> [B*T, K], then the frames the depth pass ran on.
             targets, valid = (x.transpose(1, 2).reshape(B * T, K) for x in (targets, valid))
             code_logits = logits["agent_codes"]
@@ -766,7 +774,7 @@ def frame_db(pcm) -> float:
 @torch.inference_mode()
 def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, temperature: float | None = None,
              top_k: int | None = None, seed: int | None = 0, frame_ms: int | None = None, tokenizer=None,
-             text_temperature: float | None = None, text_top_k: int | None = None) -> dict:
+             text_temperature: float | None = None, text_top_k: int | None = None, user_text_ids=None) -> dict:
     """Play `user_pcm` (24 kHz float32, any length) as the user's side of a conversation, one frame
     at a time, as the server does: the generator steps on the user's frame (running the codec's
     streaming encoder itself when the model reads latents or codes), the codec's streaming decoder
@@ -775,7 +783,9 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
 
     Returns agent_pcm (same length as the input, padded to whole frames: the agent's side at the
     same moments), the text pieces of both sides with the time (s) at the end of the frame that
-    produced them, per-frame levels and mutes, step times (ms), and the ContextManager itself."""
+    produced them, per-frame levels and mutes, step times (ms), and the ContextManager itself.
+    user_text_ids (one token id per frame) forces the user transcript: an oracle that hears
+    perfectly, which separates the agent's answering from its hearing in an evaluation."""
     import numpy as np
 
     from context_manager import ContextManager
@@ -796,7 +806,8 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
     for t in range(n_frames):
         frame = user[t * fs:(t + 1) * fs]
         t0 = time.perf_counter()
-        out = gen.step(torch.from_numpy(frame))
+        forced = None if user_text_ids is None or t >= len(user_text_ids) else int(user_text_ids[t])
+        out = gen.step(torch.from_numpy(frame), user_text=forced)
         t1 = time.perf_counter()
         if out.agent_codes is not None:
             pcm, dec_state = codec.decode_step(out.agent_codes.view(1, K, 1), dec_state)

@@ -17,7 +17,10 @@ Stage 2 ("dialogue"): random crops of the synthetic dialogues. User channel augm
 (length-preserving effects: the agent's channel is timed against it), agent channel as codec codes
 pre-tokenised once, agent text aligned to the agent's audio with a small lead, the agent voice's
 embedding from the voice bank as conditioning; a share of stage-1 sentences is mixed in so the
-transcription is not forgotten.
+transcription is not forgotten, and `--text_share` mixes in text-only dialogues (TextDialogues:
+fresh plans of the dialogue domain, no audio), because with the true transcript forced, the
+rendered corpus alone taught the agent to answer 11 % of held-out requests: answering, not
+hearing, was the first limit.
 
 Each stage is a run folder of its own (OUT/transcribe, OUT/dialogue) with checkpoints, TensorBoard
 and val.jsonl (the validation curve); the final weights go to OUT/s2s.safetensors (fp16) with the
@@ -79,6 +82,7 @@ class StageSettings:
     val_clips: int = 32  # stage 1 validation: val-voice clips transcribed greedily
     val_dialogues: int = 6  # stage 2 validation: held-out dialogues answered greedily
     max_dialogues: int = 0  # stage 2: the first N training dialogues only (0: all; smoke tests)
+    text_share: float = 0.0  # stage 2: share of items that are text-only dialogues (TextDialogues)
 
 
 # --- text and CER ----------------------------------------------------------------------------------
@@ -337,28 +341,122 @@ class Dialogues(torch.utils.data.Dataset):
         return self.item(i, tu.item_rng(self.seed, self.epoch, i))
 
 
-class Mixed(torch.utils.data.Dataset):
-    """Stage 2's epoch: every dialogue once, plus sentences as `sentence_share` of the items (which
-    sentences is drawn per item from (seed, epoch, index), so resumes stay exact)."""
+# Word durations of the rendered dialogues (eSpeak NG, Telugu): least squares over 4,488 words of
+# 200 training dialogues gives 0.123 s + 0.068 s per character (residual sd 0.11 s); words follow
+# each other without a gap except after punctuation (p95 of the gaps: 0.18 s).
+WORD_S, CHAR_S, PUNCT_PAUSE_S = 0.123, 0.068, (0.1, 0.35)
+_PUNCT = ".,!?;:'\"“”‘’…।-"
 
-    def __init__(self, dialogues: Dialogues, sentences: Sentences | None, share: float, seed: int):
-        self.dialogues, self.sentences, self.seed, self.epoch = dialogues, sentences, seed, 0
-        share = min(max(share, 0.0), 0.9) if sentences is not None else 0.0
-        self.n_sentences = int(round(len(dialogues) * share / (1 - share)))
+
+class TextDialogues(torch.utils.data.Dataset):
+    """Text-only dialogues, Moshi's text pretraining at the scale of our domain: the agent learns
+    *what* to answer from the transcript stream it reads back, on far more distinct requests and
+    slot values than the rendered corpus holds (2,000 dialogues hold a few hundred sums; the
+    answers are arithmetic over them). Item i is a fresh dialogue_corpus.plan_dialogue of the
+    training split (no held-out phrasings or slot values), its words timed by the duration model
+    above at a random tempo and laid out with the rendered corpus's gaps, the user's audio silent,
+    the agent's codes silence. Only the agent-text loss counts (`text_only`: a silent user has no
+    transcript to learn, and silence codes under speech-time text would teach muteness).
+    Interruptions and backchannels are left to the rendered dialogues: here the user never
+    talks over the agent."""
+
+    def __init__(self, tokenizer, sample_rate, frame_size, settings: StageSettings, seed: int, voice_bank,
+                 size: int):
+        import dialogue_corpus
+        self.corpus, self.tok, self.s, self.seed, self.epoch = dialogue_corpus, tokenizer, settings, seed, 0
+        self.sr, self.fs, self.size = sample_rate, frame_size, size
+        self.rate = sample_rate / frame_size
+        self.crop = max(1, int(round(settings.crop_s * self.rate)))
+        self.bank = voice_bank
+        self.voices = {n: voice_bank.embedding(n).numpy() for n in voice_bank.names()}
 
     def __len__(self):
-        return len(self.dialogues) + self.n_sentences
+        return self.size
+
+    def timed_words(self, text: str, t: float, tempo: float, rng) -> list[dict]:
+        words = []
+        for raw in text.split():
+            word = raw.strip(_PUNCT)
+            if not word:
+                continue
+            dur = (WORD_S + CHAR_S * len(word)) * tempo * float(np.clip(rng.normal(1.0, 0.12), 0.7, 1.3))
+            words.append({"word": word, "start": round(t, 3), "end": round(t + dur, 3)})
+            t += dur
+            if raw[-1] in _PUNCT:
+                t += rng.uniform(*PUNCT_PAUSE_S)
+        return words
+
+    def timeline(self, spec: dict, rng) -> dict:
+        """A dialogue plan laid out in frames: both text streams over its whole length and, per
+        turn, its intent, slots and the frames where the request starts and ends."""
+        c = self.corpus
+        user, agent, turns = [], [], []
+        t = rng.uniform(*c.LEAD)
+        for turn in spec["turns"]:
+            u = self.timed_words(turn["user_text"], t, rng.uniform(0.85, 1.2), rng)
+            if not u:
+                continue
+            a = self.timed_words(turn["agent_text"], u[-1]["end"] + rng.uniform(*c.RESPONSE_GAP),
+                                 rng.uniform(0.95, 1.05), rng)
+            turns.append({"intent": turn["intent"], "slots": turn["slots"], "agent_text": turn["agent_text"],
+                          "start": int(u[0]["start"] * self.rate), "end": math.ceil(u[-1]["end"] * self.rate)})
+            user, agent = user + u, agent + a
+            t = (a or u)[-1]["end"] + rng.uniform(*c.TURN_PAUSE)
+        n = frames_for(int((t + rng.uniform(*c.TAIL)) * self.sr), self.fs)
+        user_text, n = align(self.tok, user, n, self.rate, self.s.user_lag_frames, "end")
+        agent_text, n = align(self.tok, agent, n, self.rate, -self.s.agent_lead_frames, "start")
+        if len(user_text) < n:  # the agent's stream grew the dialogue: realign the user's to it
+            user_text, _ = align(self.tok, user, n, self.rate, self.s.user_lag_frames, "end")
+        return {"user_text": np.asarray(user_text, np.int64), "agent_text": np.asarray(agent_text, np.int64),
+                "turns": turns, "voice": spec["agent_voice"] if spec["agent_voice"] in self.voices else sorted(self.voices)[0]}
+
+    def item(self, i, rng):
+        spec = self.corpus.plan_dialogue("train", int(rng.integers(1 << 30)), seed=self.seed, augment=False)
+        line = self.timeline(spec, rng)
+        n_total = len(line["user_text"])
+        n = min(self.crop, n_total)
+        start = int(rng.integers(0, n_total - n + 1))
+        return dict(user=np.zeros(n * self.fs, np.float32), user_text=line["user_text"][start:start + n],
+                    agent_text=line["agent_text"][start:start + n], agent_codes=None,
+                    voice=self.voices[line["voice"]], text_only=True)
+
+    def __getitem__(self, i):
+        return self.item(i, tu.item_rng(self.seed, self.epoch, i))
+
+
+class Mixed(torch.utils.data.Dataset):
+    """Stage 2's epoch: every dialogue once, plus sentences as `sentence_share` of the items and
+    text-only dialogues as `text_share` (which one is drawn per item from (seed, epoch, index), so
+    resumes stay exact)."""
+
+    def __init__(self, dialogues: Dialogues, sentences: Sentences | None, share: float, seed: int,
+                 texts: TextDialogues | None = None, text_share: float = 0.0):
+        self.dialogues, self.sentences, self.texts, self.seed, self.epoch = dialogues, sentences, texts, seed, 0
+        share = min(max(share, 0.0), 0.9) if sentences is not None else 0.0
+        text_share = min(max(text_share, 0.0), 0.9) if texts is not None else 0.0
+        if share + text_share > 0.95:
+            raise ValueError(f"sentence_share {share} + text_share {text_share} leave no room for the dialogues")
+        rest = 1 - share - text_share
+        self.n_sentences = int(round(len(dialogues) * share / rest))
+        self.n_texts = int(round(len(dialogues) * text_share / rest))
+
+    def __len__(self):
+        return len(self.dialogues) + self.n_sentences + self.n_texts
 
     def __getitem__(self, i):
         rng = tu.item_rng(self.seed, self.epoch, i)
         if i < len(self.dialogues):
             return self.dialogues.item(i, rng)
-        return self.sentences.item(int(rng.integers(len(self.sentences))), rng)
+        if i < len(self.dialogues) + self.n_sentences:
+            return self.sentences.item(int(rng.integers(len(self.sentences))), rng)
+        self.texts.epoch = self.epoch
+        return self.texts.item(i, rng)
 
 
 def collate(items, silence_codes: np.ndarray, voice_dim: int):
     """Pad a list of items to the longest: silence for the user, PAD text, silence codes for the
-    agent; `mask` marks the real frames (padding adds no loss)."""
+    agent; `mask` marks the real frames (padding adds no loss); `text_only` [B] marks the
+    TextDialogues items, when the batch has any (agent-text loss only)."""
     T = max(len(it["user_text"]) for it in items)
     B, fs = len(items), len(items[0]["user"]) // len(items[0]["user_text"])
     K = len(silence_codes)
@@ -368,6 +466,7 @@ def collate(items, silence_codes: np.ndarray, voice_dim: int):
     agent_codes = torch.from_numpy(np.asarray(silence_codes, np.int64))[None, :, None].repeat(B, 1, T)
     voice = torch.zeros(B, voice_dim)
     mask = torch.zeros(B, T, dtype=torch.bool)
+    text_only = torch.tensor([bool(it.get("text_only", False)) for it in items])
     for b, it in enumerate(items):
         n = len(it["user_text"])
         user[b, 0, :n * fs] = torch.from_numpy(np.asarray(it["user"][:n * fs], np.float32))
@@ -378,7 +477,10 @@ def collate(items, silence_codes: np.ndarray, voice_dim: int):
         if it["voice"] is not None:
             voice[b] = torch.as_tensor(it["voice"])
         mask[b, :n] = True
-    return dict(user=user, user_text=user_text, agent_text=agent_text, agent_codes=agent_codes, voice=voice, mask=mask)
+    batch = dict(user=user, user_text=user_text, agent_text=agent_text, agent_codes=agent_codes, voice=voice, mask=mask)
+    if text_only.any():  # only then: a batch without it trains exactly as before
+        batch["text_only"] = text_only
+    return batch
 
 
 # --- the user's side: the input the model reads ------------------------------------------------------
@@ -797,13 +899,18 @@ def main(argv=None):
             dist.barrier()
             cache = CodeCache(cache.dir.parent, args.codec_path)
         dset = Dialogues(dialogues, cache, tokenizer, sr, fs, st, train.seed, bank)
-        mixed = Mixed(dset, sentences, st.sentence_share, train.seed)
+        texts = TextDialogues(tokenizer, sr, fs, st, train.seed, bank, 1) if st.text_share > 0 else None
+        mixed = Mixed(dset, sentences, st.sentence_share, train.seed, texts, st.text_share)
         total = stage_steps(st.stage2_steps, train, len(mixed), rt.world_size)
 
         def validate_stage2(model):
             out = validate_stage1(model)
             if heldout:
                 out.update(validate_dialogues(model, heldout, codec, bank, tokenizer, cfg))
+            if texts is not None and st.val_dialogues > 0:  # answering alone, on held-out text dialogues
+                import s2s_eval
+                report = s2s_eval.text_answers(model, codec, bank, tokenizer, 4 * st.val_dialogues)
+                out["text_answer_accuracy"] = float(report["text_answer_accuracy"])
             return out
 
         weights = None if st.stage2_code_weight < 0 else \

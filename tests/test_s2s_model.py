@@ -231,6 +231,42 @@ def test_depth_fraction_trains_the_depth_pass_on_a_random_share_of_frames():
         model.loss(batch, depth_fraction=0.0)
 
 
+def test_text_only_rows_train_the_agent_text_alone():
+    """A text-only row (train_s2s.TextDialogues) adds to the agent-text loss only: the user
+    transcript and codes it carries count for nothing, the depth pass runs on the other rows'
+    frames, and those rows' user-text and code losses are what they are without it."""
+    torch.manual_seed(3)
+    cfg = tiny_config("latent")
+    V, card = cfg.s2s.text_vocab_size, cfg.codec.codebook_size
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 3, 10)
+    batch["text_only"] = torch.tensor([False, True, False])
+    _, base = model.loss(batch)
+    other = dict(batch, user_text=batch["user_text"].clone(), agent_codes=batch["agent_codes"].clone(),
+                 agent_text=batch["agent_text"].clone())
+    other["user_text"][1] = (other["user_text"][1] + 1) % V
+    other["agent_codes"][1] = (other["agent_codes"][1] + 1) % card
+    _, same = model.loss(other)
+    for k in base:
+        if k != "agent_text":  # row 1 reads its own (changed) streams back, so its agent text moves
+            torch.testing.assert_close(same[k], base[k])
+    other["agent_text"][1] = (other["agent_text"][1] + 1) % V
+    _, moved = model.loss(other)
+    assert not torch.allclose(moved["agent_text"], same["agent_text"])
+    alone = {k: v[[0, 2]] for k, v in batch.items() if k != "text_only"}
+    _, without = model.loss(alone)
+    for k in base:
+        if k != "agent_text":
+            torch.testing.assert_close(base[k], without[k])
+    seen = []
+    hook = model.depth.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    model.loss(batch, depth_fraction=0.5)
+    batch["text_only"][:] = True  # nothing but text: no depth pass, no code losses
+    _, texts = model.loss(batch)
+    hook.remove()
+    assert seen == [10] and set(texts) == {"agent_text", "user_text"} and texts["user_text"] == 0
+
+
 def test_user_text_noise_hides_the_transcript_read_back_in_training_only():
     cfg = tiny_config("latent")
     cfg.s2s.user_text_noise = 1.0  # every token read back is replaced

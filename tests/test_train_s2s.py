@@ -268,3 +268,40 @@ def test_sentence_voice_share_leaves_sentence_items_without_a_voice(world):
         assert np.array_equal(a["user"], b["user"]) and np.array_equal(a["user_text"], b["user_text"])
     batch = ts.collate(without[:2], np.zeros(8, np.int64), 8)
     assert torch.count_nonzero(batch["voice"]) == 0
+
+
+def test_text_dialogues_time_fresh_training_plans_and_train_with_text_share(world):
+    """TextDialogues lays a training-split dialogue plan out in frames: the user's words in order,
+    each answer after its request and before the next, the user's audio silent and only the agent
+    text to learn. --text_share mixes such items into stage 2 and validation scores answering
+    alone on held-out text dialogues (s2s_eval.text_answers)."""
+    import dialogue_corpus
+    import train_s2s as ts
+    from telugu_tokenizer import Tokenizer
+
+    root, common, _ = world
+    tok = Tokenizer.load(str(ts.ROOT / "checkpoints" / "telugu_spm.model"))
+    bank = VoiceBank.load(root / "spk" / "voice_bank.json")
+    texts = ts.TextDialogues(tok, SR, 960, ts.StageSettings(crop_s=4.0), 0, bank, 3)
+    for i in range(4):
+        spec = dialogue_corpus.plan_dialogue("train", i, augment=False)
+        assert not any(t["heldout"] for t in spec["turns"])
+        line = texts.timeline(spec, np.random.default_rng(i))
+        said = [tok.decode([int(x)]) for x in line["user_text"] if x]
+        words = [w.strip(ts._PUNCT) for t in spec["turns"] for w in t["user_text"].split()]
+        assert ts.cer([" ".join(words)], [tok.decode([int(x) for x in line["user_text"] if x])]) == 0, said
+        agent_frames = np.flatnonzero(line["agent_text"])
+        for k, turn in enumerate(line["turns"]):
+            stop = line["turns"][k + 1]["start"] if k + 1 < len(line["turns"]) else len(line["agent_text"])
+            inside = agent_frames[(agent_frames >= turn["start"]) & (agent_frames < stop)]
+            assert len(inside) and inside.min() >= turn["end"] - 1  # the answer starts after the request
+        assert len(line["turns"]) == len(spec["turns"]) and line["voice"] == spec["agent_voice"]
+    item = texts[0]
+    assert item["text_only"] and not item["user"].any() and len(item["user_text"]) == 100
+    assert item["agent_codes"] is None and item["voice"].shape == (8,)
+    train(*common, "--out_dir", str(root / "texts"), "--stage", "dialogue", "--text_share", "0.5")
+    state = torch.load(root / "texts" / "dialogue" / "step_00000004.pt", weights_only=True)
+    assert state["settings"]["text_share"] == 0.5
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    rows = [json.loads(line) for line in (root / "texts" / "dialogue" / "val.jsonl").read_text().splitlines()]
+    assert 0 <= rows[-1]["text_answer_accuracy"] <= 1
