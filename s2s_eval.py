@@ -99,11 +99,13 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
 
 
 @torch.no_grad()
-def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_val", seed: int = 0) -> dict:
+def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_val", seed: int = 0,
+                 text_temperature: float | None = None) -> dict:
     """Answering alone, without audio: n dialogue plans of `split` (held-out phrasings and slot
     values; dialogue_corpus.plan_dialogue), timed as train_s2s.TextDialogues times its items. The
     model reads the true user words with its user audio silent and its agent codes held at
-    silence (as those items were trained), and its agent text runs free (greedy). A turn is right
+    silence (as those items were trained), and its agent text runs free, sampled as in a conversation
+    (the model's text temperature unless given; greedy decoding mostly picks PAD). A turn is right
     when is_correct accepts the agent text between the request's end and the next request."""
     import dialogue_corpus
     import numpy as np
@@ -114,7 +116,8 @@ def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_va
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         line = texts.timeline(dialogue_corpus.plan_dialogue(split, i, seed=seed, augment=False), rng)
-        gen = model.streaming(voice=texts.voices[line["voice"]], temperature=0.0, codec=codec, tokenizer=tokenizer)
+        gen = model.streaming(voice=texts.voices[line["voice"]], seed=seed + i, codec=codec, tokenizer=tokenizer,
+                              text_temperature=text_temperature)
         pieces = []
         for t, user_id in enumerate(line["user_text"]):
             out = gen.step(silent, agent_codes=silence_codes, user_text=int(user_id))
@@ -327,7 +330,8 @@ def main(argv=None) -> int:
         report["sentence_test_cer"] = round(ts.validate_transcription(model, clips, tokenizer, codec, silence, voice)["cer"], 4)
         report["sentence_test_clips"] = len(clips)
     if args.text_dialogues:
-        report.update(text_answers(model, codec, bank, tokenizer, args.text_dialogues, args.split, args.seed))
+        report.update(text_answers(model, codec, bank, tokenizer, args.text_dialogues, args.split, args.seed,
+                                   args.text_temperature if args.text_temperature is not None else args.temperature))
     report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
                            "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms")} for t in r["turns"]]}
                           for r in results[:5]]
