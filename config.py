@@ -113,6 +113,7 @@ class S2SConfig:
     first_codebook_weight: float = 2.0
     user_text_weight: float = 1.0
     user_text_noise: float = 0.0  # training only: share of the user-text tokens read back replaced at random
+    clock: bool = False  # condition on the date and time ("what time is it"); on in the presets (old configs: off)
     temperature: float = 0.8  # agent audio codes
     top_k: int = 50
     text_temperature: float = 0.8  # agent text (Moshi samples its text cooler than its audio)

@@ -50,6 +50,12 @@ def _frames(seconds: float, frame_s: float) -> int:
     return int(math.floor(seconds / frame_s + 1e-6))
 
 
+def meta_now(meta: dict):
+    """The moment a dialogue's time and date answers were written for (dialogue_corpus: "now")."""
+    import datetime as dt
+    return dt.datetime.fromisoformat(meta["now"]) if meta.get("now") else None
+
+
 def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperature=None, top_k=None, seed=0,
                  encoder=None, text_temperature=None, text_top_k=None, oracle_transcript=False) -> dict:
     """Replay one dialogue's user side and score what the agent did (see the module docstring).
@@ -63,7 +69,8 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
         n = -(-len(user) // model.frame_size)
         oracle, _ = ts.align(tokenizer, d["user_words"], n, sr / model.frame_size, ts.StageSettings.user_lag_frames, "end")
     run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer,
-                       text_temperature=text_temperature, text_top_k=text_top_k, user_text_ids=oracle)
+                       text_temperature=text_temperature, text_top_k=text_top_k, user_text_ids=oracle,
+                       now=meta_now(d["meta"]))
     frame_s = run["frame_ms"] / 1000
     active = [db > s2s.AGENT_ACTIVE_DB for db in run["agent_db"]]
     meta = d["meta"]
@@ -115,9 +122,10 @@ def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_va
     turns = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        line = texts.timeline(dialogue_corpus.plan_dialogue(split, i, seed=seed, augment=False), rng)
+        spec = dialogue_corpus.plan_dialogue(split, i, seed=seed, augment=False)
+        line = texts.timeline(spec, rng)
         gen = model.streaming(voice=texts.voices[line["voice"]], seed=seed + i, codec=codec, tokenizer=tokenizer,
-                              text_temperature=text_temperature)
+                              text_temperature=text_temperature, now=meta_now(spec))
         pieces = []
         for t, user_id in enumerate(line["user_text"]):
             out = gen.step(silent, agent_codes=silence_codes, user_text=int(user_id))

@@ -28,6 +28,7 @@ Batch (all time axes are frames of the codec, T of them; channels first, as the 
     agent_text   long [B, T]: frame-aligned agent text (Tokenizer.align_words, anchor="start")
     user_text    long [B, T]: frame-aligned user transcript (align_words, anchor="end")
     voice        float [B, voice_dim] or absent: the agent voice's speaker embedding (zeros = none)
+    clock        float [B, CLOCK_DIM] or absent: clock_features(now) (zeros = unknown; cfg.clock only)
     mask         bool [B, T] or absent: True on real frames, False on batch padding
 
 `forward(batch)` returns logits in step time: user_text [B, T, V], agent_text [B, T, V],
@@ -59,6 +60,39 @@ ROOT = Path(__file__).resolve().parent
 SHIPPED = ROOT / "checkpoints" / "s2s.safetensors"
 N_MELS = 80
 PAD_LOSS_WEIGHT = 0.5  # Moshi halves the loss on text padding, which fills most frames
+
+
+# --- the clock -----------------------------------------------------------------------------------
+# Seven of the domain's intents ask for the time or the date, which no amount of listening reveals:
+# the agent is told "now" as a conditioning vector added to every frame, like its voice (DESIGN.md).
+# One-hot fields, so each hour, minute, weekday, day, month and year gets its own learnt direction,
+# and the words for it are learnt like any other slot value.
+CLOCK_YEARS = (2020, 2040)  # later years saturate at 2039
+CLOCK_FIELDS = (("known", 1), ("hour", 24), ("minute", 60), ("weekday", 7), ("day", 31), ("month", 12),
+                ("year", CLOCK_YEARS[1] - CLOCK_YEARS[0]))
+CLOCK_DIM = sum(n for _, n in CLOCK_FIELDS)
+
+
+def clock_features(now=None) -> torch.Tensor:
+    """A datetime (or its ISO string; None: unknown) -> float [CLOCK_DIM] of one-hot fields."""
+    import datetime as dt
+    x = torch.zeros(CLOCK_DIM)
+    if now is None:
+        return x
+    now = dt.datetime.fromisoformat(now) if isinstance(now, str) else now
+    year = min(max(now.year, CLOCK_YEARS[0]), CLOCK_YEARS[1] - 1) - CLOCK_YEARS[0]
+    offset = 0
+    for (_, n), value in zip(CLOCK_FIELDS, (0, now.hour, now.minute, now.weekday(), now.day - 1, now.month - 1, year)):
+        x[offset + value] = 1.0
+        offset += n
+    return x
+
+
+def fill_missing_clock(model: "S2SModel", state: dict) -> dict:
+    """Weights saved before the clock existed: a zero clock projection, the same model as before."""
+    if getattr(model, "clock_in", None) is not None and "clock_in.weight" not in state:
+        state = dict(state, **{"clock_in.weight": torch.zeros_like(model.clock_in.weight)})
+    return state
 
 
 # --- layers -------------------------------------------------------------------------------------
@@ -314,6 +348,7 @@ class S2SModel(nn.Module):
         self.agent_text_emb = nn.Embedding(V + 1, d)
         self.user_text_emb = nn.Embedding(V + 1, d)
         self.voice_in = nn.Linear(cfg.speaker.embed_dim, d, bias=False)  # zeros -> no bias
+        self.clock_in = nn.Linear(CLOCK_DIM, d, bias=False) if s.clock else None
 
         self.temporal = Transformer(d, s.n_layers, s.n_heads, s.dropout, window=s.context_frames)
         self.user_text_head = nn.Linear(d, V, bias=False)
@@ -329,6 +364,8 @@ class S2SModel(nn.Module):
 
         self.apply(self._init_weights)
         nn.init.trunc_normal_(self.code_heads, std=dd ** -0.5, a=-3 * dd ** -0.5, b=3 * dd ** -0.5)
+        if self.clock_in is not None:  # starts as no bias at all, as the old weights it may join had
+            nn.init.zeros_(self.clock_in.weight)
 
     @staticmethod
     def _init_weights(m):
@@ -363,6 +400,13 @@ class S2SModel(nn.Module):
             return torch.zeros(batch, 1, self.cfg.d_model, device=device)
         voice = torch.as_tensor(voice, dtype=torch.float32, device=device).reshape(-1, self.voice_in.in_features)
         return self.voice_in(voice).expand(batch, -1)[:, None]
+
+    def clock_bias(self, clock, batch: int, device):
+        """clock_features [CLOCK_DIM] or [B, CLOCK_DIM] -> [B, 1, d]; zeros without cfg.clock or a clock."""
+        if self.clock_in is None or clock is None:
+            return torch.zeros(batch, 1, self.cfg.d_model, device=device)
+        clock = torch.as_tensor(clock, dtype=torch.float32, device=device).reshape(-1, CLOCK_DIM)
+        return self.clock_in(clock).expand(batch, -1)[:, None]
 
     def _user_from_features(self, x):  # mel / latent features [B, T, F] -> [B, T, d]
         return self.user_norm(self.user_in(x))
@@ -422,7 +466,7 @@ class S2SModel(nn.Module):
             read_user_text = torch.where(noisy, random_ids, read_user_text)
         x = x + self.embed_previous(_shift_right(agent_text, self.text_start),
                                     _shift_right(delayed, self.empty_code), read_user_text)
-        x = x + self.voice_bias(batch.get("voice"), B, x.device)
+        x = x + self.voice_bias(batch.get("voice"), B, x.device) + self.clock_bias(batch.get("clock"), B, x.device)
         h = self.temporal(x, start_frame)
         out = {"user_text": self.user_text_head(h), "agent_text": self.agent_text_head(h)}
         if not depth:
@@ -513,13 +557,15 @@ class S2SModel(nn.Module):
     # --- streaming --------------------------------------------------------------------------------
     def streaming(self, voice=None, temperature: float | None = None, top_k: int | None = None,
                   seed: int | None = None, codec=None, tokenizer=None,
-                  text_temperature: float | None = None, text_top_k: int | None = None) -> "StreamingGenerator":
+                  text_temperature: float | None = None, text_top_k: int | None = None,
+                  now=None) -> "StreamingGenerator":
         """A fresh conversation. voice: speaker embedding [voice_dim] (None: no voice bias).
         codec: needed for silence() and to accept raw pcm frames when user_input is latent/codes.
         tokenizer: for the text pieces (default: the one load() found beside the checkpoint).
         Sampling: the agent's codes use temperature/top_k, its text text_temperature/text_top_k;
         each defaults to the config, and a temperature/top_k given without its text_ twin sets
-        both streams (so temperature=0 is fully greedy)."""
+        both streams (so temperature=0 is fully greedy). now: the date and time the agent is told
+        (a datetime; gen.set_now() moves it on; None: unknown)."""
         s = self.cfg
         text_temperature = text_temperature if text_temperature is not None else \
             temperature if temperature is not None else s.text_temperature
@@ -528,7 +574,7 @@ class S2SModel(nn.Module):
             self, voice, s.temperature if temperature is None else temperature,
             s.top_k if top_k is None else top_k, seed, codec,
             tokenizer if tokenizer is not None else getattr(self, "tokenizer", None),
-            text_temperature, text_top_k)
+            text_temperature, text_top_k, now)
 
 
 # --- streaming generation -----------------------------------------------------------------------
@@ -586,7 +632,7 @@ class StreamingGenerator:
     exactly as sampled ones would be, so the model hears itself having gone quiet."""
 
     def __init__(self, model: S2SModel, voice, temperature: float, top_k: int, seed, codec, tokenizer,
-                 text_temperature: float, text_top_k: int):
+                 text_temperature: float, text_top_k: int, now=None):
         self.model = model
         self.temperature, self.top_k = float(temperature), int(top_k)
         self.text_temperature, self.text_top_k = float(text_temperature), int(text_top_k)
@@ -600,6 +646,7 @@ class StreamingGenerator:
         with torch.inference_mode():
             self.voice = model.voice_bias(voice, 1, device)  # [1, 1, d]: added to every frame
             self.depth_rope = rope(torch.arange(K, device=device), model.depth.head_dim)
+        self.set_now(now)
         self.caches = model.temporal.new_caches(1, s.context_frames, device)
         self.depth_caches = model.depth.new_caches(1, K, device)
         self.silence_codes = None if codec is None else steady_silence_codes(codec, K).to(device)
@@ -623,6 +670,12 @@ class StreamingGenerator:
             self.rng.manual_seed(self.seed)
         else:
             self.rng.seed()
+
+    @torch.inference_mode()
+    def set_now(self, now=None):
+        """The date and time the agent is told from the next step on (a datetime, or None: unknown)."""
+        self.now = now
+        self.clock = self.model.clock_bias(None if now is None else clock_features(now), 1, self.device)
 
     # --- hooks -------------------------------------------------------------------------------
     def force_agent_text(self, token_id: int, frames: int = 1):
@@ -679,7 +732,7 @@ class StreamingGenerator:
         if agent_codes is not None:
             self.force_agent_codes(agent_codes, s)
 
-        x = self._user_embedding(user_frame) + self.voice
+        x = self._user_embedding(user_frame) + self.voice + self.clock
         x = x + m.embed_previous(torch.tensor([[self.prev_agent_text]], device=self.device),
                                  self.prev_codes.view(1, K, 1),
                                  torch.tensor([[self.prev_user_text]], device=self.device))
@@ -751,7 +804,7 @@ def load(path=None, device="cpu", tokenizer_path=None) -> S2SModel:
         raise FileNotFoundError(f"S2S config not found beside the checkpoint: {cfg_path}")
     cfg = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
     model = S2SModel(cfg)
-    model.load_state_dict(load_safetensors(path), strict=True)
+    model.load_state_dict(fill_missing_clock(model, load_safetensors(path)), strict=True)
     model.to(device).eval()
     tok_path = Path(tokenizer_path) if tokenizer_path else path.parent / "telugu_spm.model"
     if tok_path.exists():
@@ -774,7 +827,8 @@ def frame_db(pcm) -> float:
 @torch.inference_mode()
 def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, temperature: float | None = None,
              top_k: int | None = None, seed: int | None = 0, frame_ms: int | None = None, tokenizer=None,
-             text_temperature: float | None = None, text_top_k: int | None = None, user_text_ids=None) -> dict:
+             text_temperature: float | None = None, text_top_k: int | None = None, user_text_ids=None,
+             now=None) -> dict:
     """Play `user_pcm` (24 kHz float32, any length) as the user's side of a conversation, one frame
     at a time, as the server does: the generator steps on the user's frame (running the codec's
     streaming encoder itself when the model reads latents or codes), the codec's streaming decoder
@@ -785,7 +839,9 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
     same moments), the text pieces of both sides with the time (s) at the end of the frame that
     produced them, per-frame levels and mutes, step times (ms), and the ContextManager itself.
     user_text_ids (one token id per frame) forces the user transcript: an oracle that hears
-    perfectly, which separates the agent's answering from its hearing in an evaluation."""
+    perfectly, which separates the agent's answering from its hearing in an evaluation. now: the
+    date and time the agent is told, held for the whole conversation (as the dialogues were
+    written; the server moves its clock on with gen.set_now)."""
     import numpy as np
 
     from context_manager import ContextManager
@@ -796,7 +852,7 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
     user = np.zeros(n_frames * fs, np.float32)
     user[:len(user_pcm)] = user_pcm
     gen = model.streaming(voice=voice, temperature=temperature, top_k=top_k, seed=seed, codec=codec,
-                          tokenizer=tokenizer, text_temperature=text_temperature, text_top_k=text_top_k)
+                          tokenizer=tokenizer, text_temperature=text_temperature, text_top_k=text_top_k, now=now)
     cm = ContextManager(context_cfg, frame_ms)
     dec_state = codec.init_state(1, gen.device)
     agent = np.zeros_like(user)
@@ -821,11 +877,11 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
             agent_frame = silent
             gen.silence(1)  # the next frame too: PAD text and silence codes, fed back as its own
         agent[t * fs:(t + 1) * fs] = agent_frame
-        now = round((t + 1) * frame_ms / 1000, 3)
+        t_end = round((t + 1) * frame_ms / 1000, 3)
         if out.user_text_piece:
-            pieces["user"].append({"t": now, "piece": out.user_text_piece})
+            pieces["user"].append({"t": t_end, "piece": out.user_text_piece})
         if out.agent_text_piece and not res.mute_agent:
-            pieces["agent"].append({"t": now, "piece": out.agent_text_piece})
+            pieces["agent"].append({"t": t_end, "piece": out.agent_text_piece})
         user_loud.append(bool(cm.user_vad.loud))
         agent_db.append(frame_db(agent_frame))
         muted.append(bool(res.mute_agent))
@@ -892,7 +948,9 @@ def respond(args) -> dict:
     user = load_audio(args.input, sr)
     n_in = len(user)
     user = np.concatenate([user, np.zeros(int(round(args.seconds_after * sr)), np.float32)])
-    run = converse(model, codec, user, voice, model.config.context, args.temperature, args.top_k, args.seed)
+    import datetime as dt
+    run = converse(model, codec, user, voice, model.config.context, args.temperature, args.top_k, args.seed,
+                   now=dt.datetime.now())
     save_wav(args.output, run["agent_pcm"][:len(user)], sr)
     ms = sorted(run["step_ms"])
     cm = run["context"]

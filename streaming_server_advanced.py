@@ -338,11 +338,17 @@ class Conversation:
         with torch.inference_mode():
             self.gen = s2s.streaming(voice=models.voices[voice]["embedding"], temperature=temperature,
                                      top_k=top_k, seed=seed, codec=codec, tokenizer=models.tokenizer,
-                                     text_temperature=text_temperature, text_top_k=text_top_k)
+                                     text_temperature=text_temperature, text_top_k=text_top_k,
+                                     now=self._minute())
             self.decoder_state = codec.init_state(1, models.device)  # on the models' device (CUDA too)
         self.ctx = ContextManager(cfg.context, frame_ms=round(models.frame_ms))
         self.silence = np.zeros(models.frame_size, dtype=np.float32)
         self.stats_every = max(1, round(STATS_EVERY_S * 1000 / models.frame_ms))
+
+    @staticmethod
+    def _minute():
+        import datetime as dt
+        return dt.datetime.now().replace(second=0, microsecond=0)
 
     def step(self, pcm: np.ndarray) -> FrameOut:
         from audio_io import pcm16_bytes
@@ -350,6 +356,8 @@ class Conversation:
         torch = self.torch
         t0, cpu0 = time.perf_counter(), time.thread_time()
         with torch.inference_mode():
+            if self.gen.now != self._minute():  # the agent's clock (time questions) moves on each minute
+                self.gen.set_now(self._minute())
             out = self.gen.step(torch.from_numpy(pcm))
             agent = self.silence
             if out.agent_codes is not None:

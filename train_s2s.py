@@ -29,6 +29,7 @@ JSON config and the tokenizer beside them, which is what s2s_transformer.load() 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import math
@@ -50,7 +51,7 @@ from tqdm import tqdm
 import train_utils as tu
 from audio_io import load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, from_dict, to_dict
-from s2s_transformer import S2SModel, _shift_right
+from s2s_transformer import CLOCK_DIM, S2SModel, _shift_right, clock_features, fill_missing_clock
 from telugu_tokenizer import PAD_ID, Tokenizer
 
 STAGES = ("transcribe", "dialogue")
@@ -131,6 +132,9 @@ def align(tokenizer, words, n_frames, frame_rate, lag, anchor):
             n_frames += 4
 
 
+CLOCK_EPOCH, CLOCK_SPAN_MIN = dt.datetime(2020, 1, 1), 11 * 365 * 24 * 60  # the dialogues' moments (dialogue_corpus)
+
+
 class Sentences(torch.utils.data.Dataset):
     """Stage 1 items: one clip (augmented, after a random lead of silence, followed by silence) as
     the user's side, its transcript as the user-text target, the agent silent. Item i of epoch e
@@ -165,8 +169,10 @@ class Sentences(torch.utils.data.Dataset):
         voice = self.voices[int(rng.integers(len(self.voices)))] if self.voices is not None else None
         if self.s.sentence_voice_share < 1 and rng.random() >= self.s.sentence_voice_share:
             voice = None  # drawn after everything else, so the default (1.0) keeps every item as it was
+        # Some moment, as the agent always knows one (drawn last, so the items stay as they were).
+        clock = clock_features(CLOCK_EPOCH + dt.timedelta(minutes=int(rng.integers(CLOCK_SPAN_MIN))))
         return dict(user=user, user_text=np.asarray(user_text), agent_text=np.full(n, PAD_ID),
-                    agent_codes=None, voice=voice)
+                    agent_codes=None, voice=voice, clock=clock)
 
     def __getitem__(self, i):
         return self.item(i, tu.item_rng(self.seed, self.epoch, i))
@@ -335,7 +341,8 @@ class Dialogues(torch.utils.data.Dataset):
         user_text, agent_text = self.texts[i]
         return dict(user=user, user_text=user_text[start:start + n].astype(np.int64),
                     agent_text=agent_text[start:start + n].astype(np.int64),
-                    agent_codes=np.asarray(codes[:, start:start + n], np.int64), voice=self.voices[d["agent_voice"]])
+                    agent_codes=np.asarray(codes[:, start:start + n], np.int64), voice=self.voices[d["agent_voice"]],
+                    clock=clock_features(d["meta"].get("now")))
 
     def __getitem__(self, i):
         return self.item(i, tu.item_rng(self.seed, self.epoch, i))
@@ -408,7 +415,8 @@ class TextDialogues(torch.utils.data.Dataset):
         if len(user_text) < n:  # the agent's stream grew the dialogue: realign the user's to it
             user_text, _ = align(self.tok, user, n, self.rate, self.s.user_lag_frames, "end")
         return {"user_text": np.asarray(user_text, np.int64), "agent_text": np.asarray(agent_text, np.int64),
-                "turns": turns, "voice": spec["agent_voice"] if spec["agent_voice"] in self.voices else sorted(self.voices)[0]}
+                "turns": turns, "now": spec["now"],
+                "voice": spec["agent_voice"] if spec["agent_voice"] in self.voices else sorted(self.voices)[0]}
 
     def item(self, i, rng):
         spec = self.corpus.plan_dialogue("train", int(rng.integers(1 << 30)), seed=self.seed, augment=False)
@@ -418,7 +426,7 @@ class TextDialogues(torch.utils.data.Dataset):
         start = int(rng.integers(0, n_total - n + 1))
         return dict(user=np.zeros(n * self.fs, np.float32), user_text=line["user_text"][start:start + n],
                     agent_text=line["agent_text"][start:start + n], agent_codes=None,
-                    voice=self.voices[line["voice"]], text_only=True)
+                    voice=self.voices[line["voice"]], clock=clock_features(line["now"]), text_only=True)
 
     def __getitem__(self, i):
         return self.item(i, tu.item_rng(self.seed, self.epoch, i))
@@ -455,8 +463,9 @@ class Mixed(torch.utils.data.Dataset):
 
 def collate(items, silence_codes: np.ndarray, voice_dim: int):
     """Pad a list of items to the longest: silence for the user, PAD text, silence codes for the
-    agent; `mask` marks the real frames (padding adds no loss); `text_only` [B] marks the
-    TextDialogues items, when the batch has any (agent-text loss only)."""
+    agent, zeros (unknown) for a missing clock; `mask` marks the real frames (padding adds no
+    loss); `text_only` [B] marks the TextDialogues items, when the batch has any (agent-text loss
+    only)."""
     T = max(len(it["user_text"]) for it in items)
     B, fs = len(items), len(items[0]["user"]) // len(items[0]["user_text"])
     K = len(silence_codes)
@@ -467,6 +476,8 @@ def collate(items, silence_codes: np.ndarray, voice_dim: int):
     voice = torch.zeros(B, voice_dim)
     mask = torch.zeros(B, T, dtype=torch.bool)
     text_only = torch.tensor([bool(it.get("text_only", False)) for it in items])
+    clock = torch.stack([torch.as_tensor(it["clock"]) if it.get("clock") is not None else torch.zeros(CLOCK_DIM)
+                         for it in items])
     for b, it in enumerate(items):
         n = len(it["user_text"])
         user[b, 0, :n * fs] = torch.from_numpy(np.asarray(it["user"][:n * fs], np.float32))
@@ -477,7 +488,8 @@ def collate(items, silence_codes: np.ndarray, voice_dim: int):
         if it["voice"] is not None:
             voice[b] = torch.as_tensor(it["voice"])
         mask[b, :n] = True
-    batch = dict(user=user, user_text=user_text, agent_text=agent_text, agent_codes=agent_codes, voice=voice, mask=mask)
+    batch = dict(user=user, user_text=user_text, agent_text=agent_text, agent_codes=agent_codes, voice=voice,
+                 clock=clock, mask=mask)
     if text_only.any():  # only then: a batch without it trains exactly as before
         batch["text_only"] = text_only
     return batch
@@ -855,7 +867,7 @@ def main(argv=None):
 
     model = S2SModel(cfg).to(rt.device)
     if args.init:
-        model.load_state_dict(load_weights(args.init), strict=True)
+        model.load_state_dict(fill_missing_clock(model, load_weights(args.init)), strict=True)
         if rt.is_main:
             print(f"initialised from {args.init} (a checkpoint in the run folder, with --resume, overrides it)")
     for stage in stages:
@@ -877,7 +889,7 @@ def main(argv=None):
         if not args.init and "transcribe" not in stages:  # alone, stage 2 starts from stage 1's weights
             init = out_dir / "transcribe" / "s2s.safetensors"
             if init.exists():
-                model.load_state_dict(load_weights(init), strict=True)
+                model.load_state_dict(fill_missing_clock(model, load_weights(init)), strict=True)
                 if rt.is_main:
                     print(f"dialogue: starting from {init}")
             elif rt.is_main:

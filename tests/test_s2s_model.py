@@ -101,6 +101,42 @@ def test_streaming_matches_forward(user_input):
         assert torch.equal(outs[t].agent_codes, batch["agent_codes"][0, :, t - 1])
 
 
+
+def test_clock_conditions_every_frame_in_streaming_as_in_forward():
+    """The clock (cfg.clock): one-hot fields of "now", added to every frame; a generator told the
+    same moment steps exactly as the forward pass on the batch's clock, another moment changes
+    the output, and weights saved before the clock existed load as a zero clock (the same model)."""
+    import datetime as dt
+    now = dt.datetime(2024, 3, 9, 17, 45)
+    x = s2s.clock_features(now)
+    assert x.shape == (s2s.CLOCK_DIM,) and x.sum() == 7 and x[0] == 1
+    assert torch.equal(x, s2s.clock_features("2024-03-09T17:45")) and s2s.clock_features(None).sum() == 0
+    assert not torch.equal(x, s2s.clock_features(now + dt.timedelta(minutes=1)))
+    torch.manual_seed(5)
+    cfg = tiny_config("latent")
+    old = s2s.S2SModel(cfg).eval()
+    cfg.s2s.clock = True
+    model = s2s.S2SModel(cfg).eval()
+    model.load_state_dict(s2s.fill_missing_clock(model, old.state_dict()), strict=True)
+    batch = random_batch(cfg, 1, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)["agent_text"], old(batch)["agent_text"])  # a zero clock
+        torch.nn.init.normal_(model.clock_in.weight)
+        full = model(dict(batch, clock=x[None]))
+        unknown = model(dict(batch, clock=s2s.clock_features(None)[None]))
+        assert not torch.allclose(full["agent_text"], unknown["agent_text"])
+    gen = model.streaming(voice=batch["voice"][0], temperature=0.0, now=now)
+    outs = [gen.step(user_frame(cfg, batch, t), agent_text=int(batch["agent_text"][0, t]),
+                     agent_codes=batch["agent_codes"][0, :, t], user_text=int(batch["user_text"][0, t]))
+            for t in range(8)]
+    assert_stream_matches(outs, full, range(8))
+    gen.set_now(now + dt.timedelta(hours=3))
+    moved = gen.step(user_frame(cfg, batch, 0))
+    gen.reset()
+    gen.set_now(now)
+    assert not torch.allclose(moved.logits["agent_text"], outs[0].logits["agent_text"])
+
+
 # (2) the sliding KV-cache window ------------------------------------------------------------------
 def test_kv_cache_window_slides():
     torch.manual_seed(1)

@@ -364,8 +364,11 @@ class ScriptedCodec:
 class ScriptedGenerator:
     """Always wants to talk (code 1, a word every 5 frames) unless silence(n) told it to yield."""
 
-    def __init__(self):
-        self.step_index, self.quiet_until, self.silence_calls = 0, -1, []
+    def __init__(self, now=None):
+        self.step_index, self.quiet_until, self.silence_calls, self.now = 0, -1, [], now
+
+    def set_now(self, now):
+        self.now = now
 
     def step(self, frame):
         s = self.step_index
@@ -387,7 +390,7 @@ class ScriptedS2S:
         self.generators = []
 
     def streaming(self, **kw):
-        self.generators.append(ScriptedGenerator())
+        self.generators.append(ScriptedGenerator(kw.get("now")))
         return self.generators[-1]
 
 
@@ -418,6 +421,9 @@ def test_barge_in_flushes_the_client_and_the_model_yields(serve):
         return events
 
     events = run(session())
+    import datetime as dt
+    told = s2s.generators[0].now  # the agent is told the time, to the minute (time questions)
+    assert told.second == 0 and abs((dt.datetime.now() - told).total_seconds()) < 120
     flushes = [(i, m) for i, m in events if isinstance(m, dict) and m["type"] == "flush"]
     states = [(i, m["state"]) for i, m in events if isinstance(m, dict) and m["type"] == "state"]
     audio = [a for _, a in events if isinstance(a, np.ndarray)]

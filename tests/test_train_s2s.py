@@ -299,6 +299,7 @@ def test_text_dialogues_time_fresh_training_plans_and_train_with_text_share(worl
     item = texts[0]
     assert item["text_only"] and not item["user"].any() and len(item["user_text"]) == 100
     assert item["agent_codes"] is None and item["voice"].shape == (8,)
+    assert item["clock"].sum() == 7  # the plan's moment, which its time and date answers were written for
     train(*common, "--out_dir", str(root / "texts"), "--stage", "dialogue", "--text_share", "0.5")
     state = torch.load(root / "texts" / "dialogue" / "step_00000004.pt", weights_only=True)
     assert state["settings"]["text_share"] == 0.5
