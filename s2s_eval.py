@@ -116,7 +116,7 @@ def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_va
     when is_correct accepts the agent text between the request's end and the next request."""
     import dialogue_corpus
     import numpy as np
-    texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank, n)
+    texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank)
     silent = codec.latent(torch.zeros(1, 1, 50 * model.frame_size))[0, :, -1]  # the settled latent of silence
     silence_codes = s2s.steady_silence_codes(codec, model.n_codebooks)
     turns = []

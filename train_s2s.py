@@ -368,7 +368,7 @@ class TextDialogues(torch.utils.data.Dataset):
     talks over the agent."""
 
     def __init__(self, tokenizer, sample_rate, frame_size, settings: StageSettings, seed: int, voice_bank,
-                 size: int):
+                 size: int = 0):  # size: items of an epoch when used alone (Mixed sets its own count)
         import dialogue_corpus
         self.corpus, self.tok, self.s, self.seed, self.epoch = dialogue_corpus, tokenizer, settings, seed, 0
         self.sr, self.fs, self.size = sample_rate, frame_size, size
@@ -911,7 +911,7 @@ def main(argv=None):
             dist.barrier()
             cache = CodeCache(cache.dir.parent, args.codec_path)
         dset = Dialogues(dialogues, cache, tokenizer, sr, fs, st, train.seed, bank)
-        texts = TextDialogues(tokenizer, sr, fs, st, train.seed, bank, 1) if st.text_share > 0 else None
+        texts = TextDialogues(tokenizer, sr, fs, st, train.seed, bank) if st.text_share > 0 else None
         mixed = Mixed(dset, sentences, st.sentence_share, train.seed, texts, st.text_share)
         total = stage_steps(st.stage2_steps, train, len(mixed), rt.world_size)
 
