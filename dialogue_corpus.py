@@ -88,9 +88,11 @@ def agent_voices() -> list[telugu_tts.Voice]:
 
 # --- planning: text and choices, no audio ---------------------------------------------------------
 
+NOW_START, NOW_SPAN_MIN = dt.datetime(2020, 1, 1), 11 * 365 * 24 * 60  # the moments dialogues are set at
+
+
 def _random_now(rng: random.Random) -> dt.datetime:
-    start = dt.datetime(2020, 1, 1)
-    return start + dt.timedelta(minutes=rng.randrange(11 * 365 * 24 * 60))
+    return NOW_START + dt.timedelta(minutes=rng.randrange(NOW_SPAN_MIN))
 
 
 def plan_dialogue(split: str, index: int, seed: int = 0, augment: bool = True, strength: float = 1.0) -> dict:

@@ -50,12 +50,6 @@ def _frames(seconds: float, frame_s: float) -> int:
     return int(math.floor(seconds / frame_s + 1e-6))
 
 
-def meta_now(meta: dict):
-    """The moment a dialogue's time and date answers were written for (dialogue_corpus: "now")."""
-    import datetime as dt
-    return dt.datetime.fromisoformat(meta["now"]) if meta.get("now") else None
-
-
 def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperature=None, top_k=None, seed=0,
                  encoder=None, text_temperature=None, text_top_k=None, oracle_transcript=False) -> dict:
     """Replay one dialogue's user side and score what the agent did (see the module docstring).
@@ -66,11 +60,11 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
     voice = bank.embedding(d["agent_voice"]) if bank is not None and d["agent_voice"] in bank.names() else None
     oracle = None
     if oracle_transcript:
-        n = -(-len(user) // model.frame_size)
+        n = ts.frames_for(len(user), model.frame_size)
         oracle, _ = ts.align(tokenizer, d["user_words"], n, sr / model.frame_size, ts.StageSettings.user_lag_frames, "end")
     run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer,
                        text_temperature=text_temperature, text_top_k=text_top_k, user_text_ids=oracle,
-                       now=meta_now(d["meta"]))
+                       now=d["meta"].get("now"))  # the moment its time and date answers were written for
     frame_s = run["frame_ms"] / 1000
     active = [db > s2s.AGENT_ACTIVE_DB for db in run["agent_db"]]
     meta = d["meta"]
@@ -115,7 +109,6 @@ def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_va
     (the model's text temperature unless given; greedy decoding mostly picks PAD). A turn is right
     when is_correct accepts the agent text between the request's end and the next request."""
     import dialogue_corpus
-    import numpy as np
     texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank)
     silent = codec.latent(torch.zeros(1, 1, 50 * model.frame_size))[0, :, -1]  # the settled latent of silence
     silence_codes = s2s.steady_silence_codes(codec, model.n_codebooks)
@@ -125,7 +118,7 @@ def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_va
         spec = dialogue_corpus.plan_dialogue(split, i, seed=seed, augment=False)
         line = texts.timeline(spec, rng)
         gen = model.streaming(voice=texts.voices[line["voice"]], seed=seed + i, codec=codec, tokenizer=tokenizer,
-                              text_temperature=text_temperature, now=meta_now(spec))
+                              text_temperature=text_temperature, now=spec["now"])
         pieces = []
         for t, user_id in enumerate(line["user_text"]):
             out = gen.step(silent, agent_codes=silence_codes, user_text=int(user_id))

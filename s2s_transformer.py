@@ -565,7 +565,7 @@ class S2SModel(nn.Module):
         Sampling: the agent's codes use temperature/top_k, its text text_temperature/text_top_k;
         each defaults to the config, and a temperature/top_k given without its text_ twin sets
         both streams (so temperature=0 is fully greedy). now: the date and time the agent is told
-        (a datetime; gen.set_now() moves it on; None: unknown)."""
+        (a datetime or its ISO string; gen.set_now() moves it on; None: unknown)."""
         s = self.cfg
         text_temperature = text_temperature if text_temperature is not None else \
             temperature if temperature is not None else s.text_temperature
@@ -673,7 +673,8 @@ class StreamingGenerator:
 
     @torch.inference_mode()
     def set_now(self, now=None):
-        """The date and time the agent is told from the next step on (a datetime, or None: unknown)."""
+        """The date and time the agent is told from the next step on (a datetime or its ISO string;
+        None: unknown)."""
         self.now = now
         self.clock = self.model.clock_bias(None if now is None else clock_features(now), 1, self.device)
 

@@ -356,8 +356,9 @@ class Conversation:
         torch = self.torch
         t0, cpu0 = time.perf_counter(), time.thread_time()
         with torch.inference_mode():
-            if self.gen.now != self._minute():  # the agent's clock (time questions) moves on each minute
-                self.gen.set_now(self._minute())
+            minute = self._minute()
+            if self.gen.now != minute:  # the agent's clock (time questions) moves on each minute
+                self.gen.set_now(minute)
             out = self.gen.step(torch.from_numpy(pcm))
             agent = self.silence
             if out.agent_codes is not None:

@@ -48,6 +48,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import dialogue_corpus
 import train_utils as tu
 from audio_io import load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, from_dict, to_dict
@@ -132,9 +133,6 @@ def align(tokenizer, words, n_frames, frame_rate, lag, anchor):
             n_frames += 4
 
 
-CLOCK_EPOCH, CLOCK_SPAN_MIN = dt.datetime(2020, 1, 1), 11 * 365 * 24 * 60  # the dialogues' moments (dialogue_corpus)
-
-
 class Sentences(torch.utils.data.Dataset):
     """Stage 1 items: one clip (augmented, after a random lead of silence, followed by silence) as
     the user's side, its transcript as the user-text target, the agent silent. Item i of epoch e
@@ -170,7 +168,8 @@ class Sentences(torch.utils.data.Dataset):
         if self.s.sentence_voice_share < 1 and rng.random() >= self.s.sentence_voice_share:
             voice = None  # drawn after everything else, so the default (1.0) keeps every item as it was
         # Some moment, as the agent always knows one (drawn last, so the items stay as they were).
-        clock = clock_features(CLOCK_EPOCH + dt.timedelta(minutes=int(rng.integers(CLOCK_SPAN_MIN))))
+        clock = clock_features(dialogue_corpus.NOW_START +
+                               dt.timedelta(minutes=int(rng.integers(dialogue_corpus.NOW_SPAN_MIN))))
         return dict(user=user, user_text=np.asarray(user_text), agent_text=np.full(n, PAD_ID),
                     agent_codes=None, voice=voice, clock=clock)
 
@@ -369,12 +368,10 @@ class TextDialogues(torch.utils.data.Dataset):
 
     def __init__(self, tokenizer, sample_rate, frame_size, settings: StageSettings, seed: int, voice_bank,
                  size: int = 0):  # size: items of an epoch when used alone (Mixed sets its own count)
-        import dialogue_corpus
-        self.corpus, self.tok, self.s, self.seed, self.epoch = dialogue_corpus, tokenizer, settings, seed, 0
+        self.tok, self.s, self.seed, self.epoch = tokenizer, settings, seed, 0
         self.sr, self.fs, self.size = sample_rate, frame_size, size
         self.rate = sample_rate / frame_size
         self.crop = max(1, int(round(settings.crop_s * self.rate)))
-        self.bank = voice_bank
         self.voices = {n: voice_bank.embedding(n).numpy() for n in voice_bank.names()}
 
     def __len__(self):
@@ -396,7 +393,7 @@ class TextDialogues(torch.utils.data.Dataset):
     def timeline(self, spec: dict, rng) -> dict:
         """A dialogue plan laid out in frames: both text streams over its whole length and, per
         turn, its intent, slots and the frames where the request starts and ends."""
-        c = self.corpus
+        c = dialogue_corpus
         user, agent, turns = [], [], []
         t = rng.uniform(*c.LEAD)
         for turn in spec["turns"]:
@@ -419,7 +416,7 @@ class TextDialogues(torch.utils.data.Dataset):
                 "voice": spec["agent_voice"] if spec["agent_voice"] in self.voices else sorted(self.voices)[0]}
 
     def item(self, i, rng):
-        spec = self.corpus.plan_dialogue("train", int(rng.integers(1 << 30)), seed=self.seed, augment=False)
+        spec = dialogue_corpus.plan_dialogue("train", int(rng.integers(1 << 30)), seed=self.seed, augment=False)
         line = self.timeline(spec, rng)
         n_total = len(line["user_text"])
         n = min(self.crop, n_total)
