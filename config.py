@@ -118,6 +118,11 @@ class S2SConfig:
     top_k: int = 50
     text_temperature: float = 0.8  # agent text (Moshi samples its text cooler than its audio)
     text_top_k: int = 50
+    # <0: text tokens sampled as one distribution (Moshi). >=0: two draws per frame, *whether* a word
+    # starts (PAD or not, at text_temperature) and then *which* word, at this temperature (0: the
+    # likeliest). Timing is uncertain where content is not; one draw over both lets a low-probability
+    # word slip in each frame and splices answer wordings together.
+    text_word_temperature: float = -1.0
 
 
 @dataclass

@@ -137,6 +137,56 @@ def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_va
             "text_examples": turns[:8]}
 
 
+@torch.no_grad()
+def text_forced(model, codec, bank, tokenizer, n: int, split: str = "heldout_val", seed: int = 0,
+                batch: int = 16) -> dict:
+    """Answering alone, teacher-forced: n dialogue plans of `split` timed as text_answers times
+    them, the agent's true answer tokens read back, each answer token predicted from the frames
+    before it. Only which word, not when: PAD is masked out of the agent's text logits at the
+    answer's token frames. Deterministic and one batched forward, so it moves with training where
+    the sampled text_answers (a right turn needs every token) stays at the noise floor; a turn
+    counts as forced-right when every one of its answer tokens is the likeliest word."""
+    import dialogue_corpus
+    texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank)
+    silent = codec.latent(torch.zeros(1, 1, 50 * model.frame_size))[0, :, -1]
+    silence = ts.silence_codes_of(codec)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    first, tokens, turns, nll = [], [], [], []
+    for b0 in range(0, n, batch):
+        lines, items = [], []
+        for i in range(b0, min(n, b0 + batch)):
+            line = texts.timeline(dialogue_corpus.plan_dialogue(split, i, seed=seed, augment=False),
+                                  np.random.default_rng([seed, i]))
+            lines.append(line)
+            items.append(dict(user=np.zeros(len(line["user_text"]) * model.frame_size, np.float32),
+                              user_text=line["user_text"], agent_text=line["agent_text"], agent_codes=None,
+                              voice=texts.voices[line["voice"]], clock=s2s.clock_features(line["now"]), text_only=True))
+        b = {k: v.to(device) for k, v in ts.collate(items, silence, model.voice_in.in_features).items()}
+        b["user"] = silent.to(device)[None, :, None].expand(len(items), -1, b["user_text"].shape[1]).contiguous()
+        logits = model(b, depth=False)["agent_text"].float()
+        logits[..., tokenizer.pad_id] = float("-inf")
+        logp = torch.log_softmax(logits, dim=-1).cpu()
+        for row, line in enumerate(lines):
+            agent = line["agent_text"]
+            for k, turn in enumerate(line["turns"]):
+                stop = line["turns"][k + 1]["start"] if k + 1 < len(line["turns"]) else len(agent)
+                frames = [f for f in range(max(0, turn["end"] - 1), stop) if agent[f] != tokenizer.pad_id]
+                if not frames:
+                    continue
+                target = torch.as_tensor(agent[frames])
+                right = logp[row, frames].argmax(-1) == target
+                first.append(bool(right[0]))
+                turns.append(bool(right.all()))
+                tokens.extend(right.tolist())
+                nll.append(float(-logp[row, frames, target].mean()))
+    model.train(was_training)
+    mean = lambda xs: round(float(np.mean(xs)), 4) if xs else 0.0
+    return {"forced_turns": len(turns), "forced_first_token_acc": mean(first), "forced_token_acc": mean(tokens),
+            "forced_turn_acc": mean(turns), "forced_content_nll": mean(nll)}
+
+
 def voice_check(run, active, encoder, bank, voice, sr, fs) -> dict:
     speech = np.concatenate([run["agent_pcm"][f * fs:(f + 1) * fs] for f, on in enumerate(active) if on] or
                             [np.zeros(0, np.float32)])
@@ -267,6 +317,9 @@ def main(argv=None) -> int:
     p.add_argument("--text_temperature", type=float, help="agent text sampling (default: --temperature if given, "
                                                            "else the model's config)")
     p.add_argument("--text_top_k", type=int)
+    p.add_argument("--text_word_temperature", type=float,
+                   help="draw PAD-or-word, then the word at this temperature (0: likeliest; <0: one draw; "
+                        "default: the model's config, config.S2SConfig)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
@@ -285,6 +338,8 @@ def main(argv=None) -> int:
     import speaker_embeddings
     import telugu_codec_fixed
     model = load_model(args.checkpoint)
+    if args.text_word_temperature is not None:
+        model.cfg.text_word_temperature = args.text_word_temperature
     codec = telugu_codec_fixed.load(args.codec)
     if args.checkpoint is None or Path(args.checkpoint).suffix != ".pt":
         s2s.warn_codec_mismatch(args.checkpoint or s2s.SHIPPED, args.codec or telugu_codec_fixed.SHIPPED)
@@ -320,7 +375,8 @@ def main(argv=None) -> int:
     report = {"checkpoint": str(args.checkpoint or s2s.SHIPPED), "codec": str(args.codec or telugu_codec_fixed.SHIPPED),
               "dialogues": args.dialogues, "split": args.split, "threads": args.threads,
               "oracle_transcript": args.oracle_transcript,
-              "sampling": {k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
+              "sampling": {**{k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
+                           "text_word_temperature": model.cfg.text_word_temperature},
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "per_intent": by_intent(results), "targets": TARGETS}
     if args.sentences and Path(args.sentences).exists():
@@ -333,6 +389,7 @@ def main(argv=None) -> int:
     if args.text_dialogues:
         report.update(text_answers(model, codec, bank, tokenizer, args.text_dialogues, args.split, args.seed,
                                    args.text_temperature if args.text_temperature is not None else args.temperature))
+        report.update(text_forced(model, codec, bank, tokenizer, 4 * args.text_dialogues, args.split, args.seed))
     report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
                            "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms")} for t in r["turns"]]}
                           for r in results[:5]]
@@ -340,6 +397,9 @@ def main(argv=None) -> int:
     if "text_answer_accuracy" in report:
         print(f"text_answer_accuracy (answering alone, {report['text_turns']} turns of {args.text_dialogues} held-out "
               f"text dialogues): {report['text_answer_accuracy']:.3f}")
+        print(f"teacher-forced, {report['forced_turns']} turns: first answer token {report['forced_first_token_acc']:.3f}, "
+              f"answer tokens {report['forced_token_acc']:.3f}, whole answers {report['forced_turn_acc']:.3f}, "
+              f"content NLL {report['forced_content_nll']:.3f}")
     if "sentence_test_cer" in report:
         print(f"sentence_test_cer (test voices x unseen sentences, {report['sentence_test_clips']} clips): "
               f"{report['sentence_test_cer']:.3f}")

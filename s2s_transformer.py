@@ -617,6 +617,21 @@ def sample(logits, temperature: float, top_k: int, generator: torch.Generator | 
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def sample_text(logits, temperature: float, top_k: int, word_temperature: float, pad_id: int,
+                generator: torch.Generator | None) -> int:
+    """The agent's text token. word_temperature < 0: one draw (`sample`). Else PAD (silence, or
+    the gap inside a word's frames) is drawn with its probability at `temperature`, and a word
+    otherwise picked among the other tokens at `word_temperature` (config.S2SConfig says why)."""
+    if word_temperature < 0 or temperature <= 0:
+        return sample(logits, temperature, top_k, generator)
+    p_pad = torch.softmax(logits / temperature, dim=-1)[pad_id]
+    if torch.rand((), generator=generator, device=logits.device) < p_pad:
+        return pad_id
+    words = logits.clone()
+    words[pad_id] = float("-inf")
+    return sample(words, word_temperature, top_k, generator)
+
+
 class StreamingGenerator:
     """One conversation: KV caches, the previous step's tokens, the forcing queues. Step once per
     frame with the user's frame: pcm [frame_size] for "mel" (and, given a codec, for "latent" and
@@ -745,7 +760,8 @@ class StreamingGenerator:
         user_id = int(user_logits.argmax()) if user_text is None else int(user_text)
         text_id = self.forced_text.pop(s, None)
         if text_id is None:
-            text_id = sample(agent_logits, self.text_temperature, self.text_top_k, self.rng)
+            text_id = sample_text(agent_logits, self.text_temperature, self.text_top_k,
+                                  self.model.cfg.text_word_temperature, self.pad_id, self.rng)
 
         # Depth: codebook 0 of frame s, then codebooks 1.. of frame s - delay.
         forced_now = self.forced_codes.get(s)  # frame s: its codebook 0 is due now

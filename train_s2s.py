@@ -49,6 +49,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import dialogue_corpus
+import dialogue_domain as domain
 import train_utils as tu
 from audio_io import load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, from_dict, to_dict
@@ -85,6 +86,7 @@ class StageSettings:
     val_dialogues: int = 6  # stage 2 validation: held-out dialogues answered greedily
     max_dialogues: int = 0  # stage 2: the first N training dialogues only (0: all; smoke tests)
     text_share: float = 0.0  # stage 2: share of items that are text-only dialogues (TextDialogues)
+    text_word_dropout: float = 0.0  # TextDialogues: each non-slot word of a request dropped with this chance
 
 
 # --- text and CER ----------------------------------------------------------------------------------
@@ -390,6 +392,20 @@ class TextDialogues(torch.utils.data.Dataset):
                 t += rng.uniform(*PUNCT_PAUSE_S)
         return words
 
+    def request_words(self, turn: dict, rng) -> str:
+        """The request as said, less each non-slot word with probability text_word_dropout: the
+        agent learns every cue of an intent rather than whole phrasings (held-out phrasings share
+        some of a training phrasing's words, rarely all), and to bear a transcript that missed a
+        word. Slot words (numbers, places, ...) stay: without them there is no right answer."""
+        p = self.s.text_word_dropout
+        words = turn["user_text"].split()
+        if p <= 0 or len(words) < 2:
+            return turn["user_text"]
+        fields = domain.INTENTS[turn["intent"]].fields(turn["slots"])
+        slot_words = {w.strip(_PUNCT) for v in fields.values() for w in str(v).split()}
+        kept = [w for w in words if w.strip(_PUNCT) in slot_words or rng.random() >= p]
+        return " ".join(kept) if 2 * len(kept) >= len(words) else turn["user_text"]  # a cue, not a guess
+
     def timeline(self, spec: dict, rng) -> dict:
         """A dialogue plan laid out in frames: both text streams over its whole length and, per
         turn, its intent, slots and the frames where the request starts and ends."""
@@ -397,7 +413,7 @@ class TextDialogues(torch.utils.data.Dataset):
         user, agent, turns = [], [], []
         t = rng.uniform(*c.LEAD)
         for turn in spec["turns"]:
-            u = self.timed_words(turn["user_text"], t, rng.uniform(0.85, 1.2), rng)
+            u = self.timed_words(self.request_words(turn, rng), t, rng.uniform(0.85, 1.2), rng)
             if not u:
                 continue
             a = self.timed_words(turn["agent_text"], u[-1]["end"] + rng.uniform(*c.RESPONSE_GAP),
@@ -501,6 +517,20 @@ def user_input(pcm, kind: str, codec, n_codebooks: int):
     with torch.no_grad():
         latent = codec.latent(pcm)
         return latent if kind == "latent" else codec.quantizer.encode(latent, n_codebooks)
+
+
+def batch_user_input(batch, kind: str, codec, n_codebooks: int):
+    """user_input for a collated batch. Text-only rows all hold the same silence, so the codec
+    runs once on one such row instead of on each (it is most of a text row's cost)."""
+    pcm, text_only = batch["user"], batch.get("text_only")
+    if kind == "mel" or text_only is None or not text_only.any():
+        return user_input(pcm, kind, codec, n_codebooks)
+    silent = user_input(torch.zeros_like(pcm[:1]), kind, codec, n_codebooks)
+    out = silent.expand(pcm.shape[0], *silent.shape[1:]).clone()
+    audio = ~text_only.bool()
+    if audio.any():
+        out[audio] = user_input(pcm[audio], kind, codec, n_codebooks)
+    return out
 
 
 class LossOf(torch.nn.Module):
@@ -729,7 +759,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
         micro, t0 = 0, time.time()
         for batch in loader:
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
-            batch["user"] = user_input(batch["user"], cfg.s2s.user_input, args.codec, model.n_codebooks)
+            batch["user"] = batch_user_input(batch, cfg.s2s.user_input, args.codec, model.n_codebooks)
             batch_in_epoch += 1
             due_eval = due_save = False
             for _ in range(echo):  # data echoing: a loader-bound GPU trains on each batch `echo` times
@@ -920,6 +950,8 @@ def main(argv=None):
                 import s2s_eval
                 report = s2s_eval.text_answers(model, codec, bank, tokenizer, 4 * st.val_dialogues)
                 out["text_answer_accuracy"] = float(report["text_answer_accuracy"])
+                report = s2s_eval.text_forced(model, codec, bank, tokenizer, 16 * st.val_dialogues)
+                out.update({k: float(v) for k, v in report.items() if k != "forced_turns"})
             return out
 
         weights = None if st.stage2_code_weight < 0 else \

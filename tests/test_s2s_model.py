@@ -509,3 +509,24 @@ def test_pcm_frames_through_the_codec():
                 for t in range(T)]
         assert_stream_matches(outs, full, range(T))
         assert gen.silence_codes.shape == (cfg.s2s.n_codebooks,)
+
+
+def test_sample_text_draws_timing_then_content():
+    # PAD carries 60 % of the mass; of the words, id 5 is likeliest but holds less mass than the
+    # rest together, so one draw over everything would mostly pick another word.
+    V = 40
+    logits = torch.full((V,), -30.0)
+    probs = torch.zeros(V)
+    probs[PAD_ID] = 0.6
+    probs[5] = 0.1
+    rest = [i for i in range(V) if i not in (PAD_ID, 5)][:10]
+    probs[rest] = 0.03
+    logits = torch.where(probs > 0, probs.clamp(min=1e-9).log(), logits)
+    g = torch.Generator().manual_seed(0)
+    draws = [s2s.sample_text(logits, 1.0, 0, 0.0, PAD_ID, g) for _ in range(2000)]
+    pads = sum(d == PAD_ID for d in draws) / len(draws)
+    assert abs(pads - 0.6) < 0.05  # timing keeps its probability
+    assert set(draws) == {PAD_ID, 5}  # content is the likeliest word
+    one = [s2s.sample_text(logits, 1.0, 0, -1.0, PAD_ID, g) for _ in range(2000)]
+    assert sum(d not in (PAD_ID, 5) for d in one) > 400  # the single draw wanders between words
+    assert s2s.sample_text(logits, 0.0, 0, 0.0, PAD_ID, g) == PAD_ID  # temperature 0 stays fully greedy

@@ -306,3 +306,39 @@ def test_text_dialogues_time_fresh_training_plans_and_train_with_text_share(worl
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     rows = [json.loads(line) for line in (root / "texts" / "dialogue" / "val.jsonl").read_text().splitlines()]
     assert 0 <= rows[-1]["text_answer_accuracy"] <= 1
+    assert 0 <= rows[-1]["forced_turn_acc"] <= rows[-1]["forced_first_token_acc"] <= 1
+    assert rows[-1]["forced_content_nll"] > 0
+
+
+@pytest.mark.parametrize("kind", ["latent", "codes"])
+def test_batch_user_input_runs_the_codec_once_for_silent_rows(kind):
+    import train_s2s as ts
+    cfg = Config()
+    cfg.codec.channels, cfg.codec.res_units, cfg.codec.n_codebooks, cfg.codec.codebook_size = [16, 32], 1, 2, 32
+    torch.manual_seed(0)
+    codec = Codec(cfg.codec).eval()
+    pcm = torch.zeros(3, 1, 6 * cfg.codec.frame_size)
+    pcm[1] = 0.1 * torch.randn(1, 6 * cfg.codec.frame_size)
+    batch = {"user": pcm, "text_only": torch.tensor([True, False, True])}
+    whole = ts.user_input(pcm, kind, codec, 2)
+    got = ts.batch_user_input(batch, kind, codec, 2)
+    # the whole batch's numbers (up to float summation order, which depends on the batch size)
+    assert got.shape == whole.shape and torch.allclose(got.float(), whole.float(), atol=1e-5)
+    assert torch.equal(got[0], got[2])
+    del batch["text_only"]
+    assert torch.equal(ts.batch_user_input(batch, kind, codec, 2), whole)
+
+
+def test_text_word_dropout_keeps_slot_words():
+    import train_s2s as ts
+    texts = ts.TextDialogues(None, SR, 960, ts.StageSettings(text_word_dropout=0.5), 0, VoiceBank())
+    turn = {"intent": "add", "slots": {"a": 23, "b": 5}, "user_text": "ఇరవై మూడు ప్లస్ ఐదు కలిపితే ఎంత వస్తుంది"}
+    rng, seen = np.random.default_rng(0), set()
+    for _ in range(50):
+        said = texts.request_words(turn, rng).split()
+        assert said[:2] == ["ఇరవై", "మూడు"] and "ఐదు" in said  # the numbers always stay
+        assert 2 * len(said) >= 7 and set(said) <= set(turn["user_text"].split())
+        seen.add(len(said))
+    assert len(seen) > 1  # words were dropped, not always the same count
+    plain = ts.TextDialogues(None, SR, 960, ts.StageSettings(), 0, VoiceBank())
+    assert plain.request_words(turn, rng) == turn["user_text"]

@@ -19,7 +19,8 @@
 # UT_NOISE (s2s.user_text_noise: share of the user transcript read back replaced at random),
 # S2S_WORKERS (the S2S loader's worker processes; default: the cores the codec run leaves),
 # SENT_VOICE (share of sentence items given an agent voice; 0: none, "listening only"),
-# TEXT_SHARE (stage 2's share of text-only dialogues: answering learnt from text, train_s2s.TextDialogues).
+# TEXT_SHARE (stage 2's share of text-only dialogues: answering learnt from text, train_s2s.TextDialogues),
+# TEXT_DROPOUT (their requests' non-slot words dropped with this chance: cues, not whole phrasings).
 set -u
 START=$(date +%s)
 OUT_DIR=${OUT_DIR:-${OUT:-runs/device_out}}
@@ -35,6 +36,7 @@ SENT_SHARE=${SENT_SHARE:-0.25}
 UT_NOISE=${UT_NOISE:-0.3}
 SENT_VOICE=${SENT_VOICE:-1.0}
 TEXT_SHARE=${TEXT_SHARE:-0.0}
+TEXT_DROPOUT=${TEXT_DROPOUT:-0.0}
 CPUS=$(nproc)
 S2S_WORKERS=${S2S_WORKERS:-$(( CPUS > 4 ? CPUS - 7 : 0 ))}
 W=$(( CPUS > 4 ? CPUS / 2 : 1 ))   # workers per corpus builder while both run
@@ -88,7 +90,7 @@ S2S=(python3 train_s2s.py --config tiny --codec_path checkpoints/codec.safetenso
      --set train_s2s.precision=fp32 --set train_s2s.threads=4 --set train_s2s.num_workers=$S2S_WORKERS
      --set train_s2s.eval_every_steps=0 --set train_s2s.save_every_steps=500 --set train_s2s.log_every_steps=25
      --val_clips 48 --val_dialogues 6 --crop_s $CROP --augment_strength $AUGMENT --echo $ECHO
-     --depth_fraction $DEPTH_FRACTION --sentence_share $SENT_SHARE --sentence_voice_share $SENT_VOICE --text_share $TEXT_SHARE
+     --depth_fraction $DEPTH_FRACTION --sentence_share $SENT_SHARE --sentence_voice_share $SENT_VOICE --text_share $TEXT_SHARE --text_word_dropout $TEXT_DROPOUT
      --set s2s.user_text_noise=$UT_NOISE)
 INIT=(); [ -n "$S2S_INIT" ] && INIT=(--init "$S2S_INIT")
 S1_MIN=$(mins "$S1_END - ($(date +%s) - $START)")
