@@ -141,14 +141,14 @@ def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_va
 def text_forced(model, codec, bank, tokenizer, n: int, split: str = "heldout_val", seed: int = 0,
                 batch: int = 16) -> dict:
     """Answering alone, teacher-forced: n dialogue plans of `split` timed as text_answers times
-    them, the agent's true answer tokens read back, each answer token predicted from the frames
+    them and read as training reads its text items (TextDialogues.line_item, batch_user_input),
+    the agent's true answer tokens read back, each answer token predicted from the frames
     before it. Only which word, not when: PAD is masked out of the agent's text logits at the
     answer's token frames. Deterministic and one batched forward, so it moves with training where
     the sampled text_answers (a right turn needs every token) stays at the noise floor; a turn
     counts as forced-right when every one of its answer tokens is the likeliest word."""
     import dialogue_corpus
     texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank)
-    silent = codec.latent(torch.zeros(1, 1, 50 * model.frame_size))[0, :, -1]
     silence = ts.silence_codes_of(codec)
     device = next(model.parameters()).device
     was_training = model.training
@@ -160,11 +160,9 @@ def text_forced(model, codec, bank, tokenizer, n: int, split: str = "heldout_val
             line = texts.timeline(dialogue_corpus.plan_dialogue(split, i, seed=seed, augment=False),
                                   np.random.default_rng([seed, i]))
             lines.append(line)
-            items.append(dict(user=np.zeros(len(line["user_text"]) * model.frame_size, np.float32),
-                              user_text=line["user_text"], agent_text=line["agent_text"], agent_codes=None,
-                              voice=texts.voices[line["voice"]], clock=s2s.clock_features(line["now"]), text_only=True))
+            items.append(texts.line_item(line))
         b = {k: v.to(device) for k, v in ts.collate(items, silence, model.voice_in.in_features).items()}
-        b["user"] = silent.to(device)[None, :, None].expand(len(items), -1, b["user_text"].shape[1]).contiguous()
+        b["user"] = ts.batch_user_input(b, model.cfg.user_input, codec, model.n_codebooks)  # as training reads it
         logits = model(b, depth=False)["agent_text"].float()
         logits[..., tokenizer.pad_id] = float("-inf")
         logp = torch.log_softmax(logits, dim=-1).cpu()

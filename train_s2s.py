@@ -436,7 +436,11 @@ class TextDialogues(torch.utils.data.Dataset):
         line = self.timeline(spec, rng)
         n_total = len(line["user_text"])
         n = min(self.crop, n_total)
-        start = int(rng.integers(0, n_total - n + 1))
+        return self.line_item(line, int(rng.integers(0, n_total - n + 1)), n)
+
+    def line_item(self, line: dict, start: int = 0, n: int | None = None) -> dict:
+        """Frames [start, start + n) of a timeline (all of it by default) as a training item."""
+        n = len(line["user_text"]) - start if n is None else n
         return dict(user=np.zeros(n * self.fs, np.float32), user_text=line["user_text"][start:start + n],
                     agent_text=line["agent_text"][start:start + n], agent_codes=None,
                     voice=self.voices[line["voice"]], clock=clock_features(line["now"]), text_only=True)
