@@ -135,6 +135,10 @@ class ContextConfig:
     vad_hangover_frames: int = 8  # frames of silence before it stops (320 ms: pauses inside a turn)
     barge_in_frames: int = 3  # user speech over the agent for 120 ms = an interruption, not a backchannel
     yield_frames: int = 25  # after a barge-in the agent stays silent this long unless the user stops
+    # Endpointing: the user has finished (VAD hangover passed, state "thinking") and the agent is still
+    # silent this many frames later: its next text token may not be PAD, so it starts its answer
+    # (a word of its own choosing). -1: off, the model alone decides when to speak (Moshi).
+    respond_after_frames: int = 2
     text_lag_frames: int = 25  # transcript pieces this late still belong to the turn that ended
     history_turns: int = 200  # turns kept with text; older ones are dropped (hour-long sessions)
     timing_window: int = 1500  # frames of per-frame timings kept for percentiles (60 s)

@@ -66,6 +66,7 @@ class FrameResult:
     state: str
     mute_agent: bool  # the server sends silence instead of the agent's audio this frame
     events: list[str] = field(default_factory=list)  # "state", "barge_in", "user_turn_end", "agent_turn_end"
+    prompt_agent: bool = False  # the user is waiting: the agent's next text token should be a word
 
 
 class ContextManager:
@@ -84,6 +85,7 @@ class ContextManager:
         self._yield_left = 0
         self.barge_ins = 0
         self.user_speech_end_frame: int | None = None  # for the response gap
+        self._waiting, self._answer_started = 0, False  # endpointing: frames in "thinking", and any agent word since
         self.response_gaps_ms: collections.deque = collections.deque(maxlen=self.cfg.history_turns)
 
     # --- per frame ------------------------------------------------------------------------------
@@ -131,12 +133,21 @@ class ContextManager:
                 self.state = THINKING
             else:
                 self.state = LISTENING
+        # Endpointing: a user who finished and hears nothing gets an answer started, once per turn
+        # (any agent text since the user's turn ended disarms it).
+        if self.state != THINKING:
+            self._waiting, self._answer_started = 0, False
+        elif agent_text.strip():
+            self._answer_started = True
+        else:
+            self._waiting += 1
+        prompt = 0 <= self.cfg.respond_after_frames < self._waiting and not self._answer_started
         if self.state != before:
             events.append("state")
         for name, ms in (timings or {}).items():
             self.timings[name].append(ms)
         self.frame += 1
-        return FrameResult(self.state, mute, events)
+        return FrameResult(self.state, mute, events, prompt)
 
     def _track_turn(self, side: str, on: bool, text: str, events: list[str]) -> None:
         turn = self.current[side]

@@ -318,6 +318,9 @@ def main(argv=None) -> int:
     p.add_argument("--text_word_temperature", type=float,
                    help="draw PAD-or-word, then the word at this temperature (0: likeliest; <0: one draw; "
                         "default: the model's config, config.S2SConfig)")
+    p.add_argument("--respond_after", type=int,
+                   help="context.respond_after_frames: endpointing, frames of waiting before the agent's next "
+                        "text token must be a word (-1: off; default: config.ContextConfig)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
@@ -338,6 +341,8 @@ def main(argv=None) -> int:
     model = load_model(args.checkpoint)
     if args.text_word_temperature is not None:
         model.cfg.text_word_temperature = args.text_word_temperature
+    if args.respond_after is not None:
+        model.config.context.respond_after_frames = args.respond_after
     codec = telugu_codec_fixed.load(args.codec)
     if args.checkpoint is None or Path(args.checkpoint).suffix != ".pt":
         s2s.warn_codec_mismatch(args.checkpoint or s2s.SHIPPED, args.codec or telugu_codec_fixed.SHIPPED)
@@ -374,7 +379,8 @@ def main(argv=None) -> int:
               "dialogues": args.dialogues, "split": args.split, "threads": args.threads,
               "oracle_transcript": args.oracle_transcript,
               "sampling": {**{k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
-                           "text_word_temperature": model.cfg.text_word_temperature},
+                           "text_word_temperature": model.cfg.text_word_temperature,
+                           "respond_after_frames": model.config.context.respond_after_frames},
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "per_intent": by_intent(results), "targets": TARGETS}
     if args.sentences and Path(args.sentences).exists():

@@ -618,10 +618,14 @@ def sample(logits, temperature: float, top_k: int, generator: torch.Generator | 
 
 
 def sample_text(logits, temperature: float, top_k: int, word_temperature: float, pad_id: int,
-                generator: torch.Generator | None) -> int:
+                generator: torch.Generator | None, allow_pad: bool = True) -> int:
     """The agent's text token. word_temperature < 0: one draw (`sample`). Else PAD (silence, or
     the gap inside a word's frames) is drawn with its probability at `temperature`, and a word
-    otherwise picked among the other tokens at `word_temperature` (config.S2SConfig says why)."""
+    otherwise picked among the other tokens at `word_temperature` (config.S2SConfig says why).
+    allow_pad=False: a word, whatever PAD's probability (the context manager's endpointing)."""
+    if not allow_pad:
+        logits = logits.clone()
+        logits[pad_id] = float("-inf")
     if word_temperature < 0 or temperature <= 0:
         return sample(logits, temperature, top_k, generator)
     p_pad = torch.softmax(logits / temperature, dim=-1)[pad_id]
@@ -679,6 +683,7 @@ class StreamingGenerator:
         self.first_codes = deque(maxlen=m.delay + 1)  # codebook 0 of the frames not yet complete
         self.forced_text: dict[int, int] = {}
         self.forced_codes: dict[int, torch.Tensor] = {}
+        self.no_pad_step = -1  # prompt_answer(): this step's text may not be PAD
         self.mel_history = torch.zeros(1, m.log_mel.context, device=self.device) if m.cfg.user_input == "mel" else None
         self.codec_state = self.codec.init_state(1, self.device) if self.codec is not None else None
         if self.seed is not None:
@@ -702,6 +707,11 @@ class StreamingGenerator:
         """codes [K] for agent frame `frame` (default: the next step's frame)."""
         frame = self.step_index if frame is None else frame
         self.forced_codes[frame] = torch.as_tensor(codes, dtype=torch.long, device=self.device)[:self.model.n_codebooks]
+
+    def prompt_answer(self):
+        """The next step's agent text is a word, not PAD: the user finished and is waiting
+        (ContextManager's `prompt_agent`). The model still chooses which word."""
+        self.no_pad_step = self.step_index
 
     def silence(self, frames: int = 1):
         """Make the agent quiet for the next `frames` frames: PAD text and silence codes."""
@@ -761,7 +771,8 @@ class StreamingGenerator:
         text_id = self.forced_text.pop(s, None)
         if text_id is None:
             text_id = sample_text(agent_logits, self.text_temperature, self.text_top_k,
-                                  self.model.cfg.text_word_temperature, self.pad_id, self.rng)
+                                  self.model.cfg.text_word_temperature, self.pad_id, self.rng,
+                                  allow_pad=s != self.no_pad_step)
 
         # Depth: codebook 0 of frame s, then codebooks 1.. of frame s - delay.
         forced_now = self.forced_codes.get(s)  # frame s: its codebook 0 is due now
@@ -893,6 +904,8 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
         if res.mute_agent:
             agent_frame = silent
             gen.silence(1)  # the next frame too: PAD text and silence codes, fed back as its own
+        elif res.prompt_agent:
+            gen.prompt_answer()
         agent[t * fs:(t + 1) * fs] = agent_frame
         t_end = round((t + 1) * frame_ms / 1000, 3)
         if out.user_text_piece:

@@ -376,6 +376,8 @@ class Conversation:
         if barge_in:
             # The model hears itself go quiet (forced PAD text and silence codes) and yields.
             self.gen.silence(self.cfg.context.yield_frames)
+        elif res.prompt_agent:
+            self.gen.prompt_answer()  # the user finished and waits: the agent starts its answer
         audio = self.silence if res.mute_agent else agent
         stats = self.stats() if self.ctx.frame % self.stats_every == 0 else None
         return FrameOut(pcm16_bytes(audio), "" if res.mute_agent else out.agent_text_piece,

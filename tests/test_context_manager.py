@@ -56,6 +56,33 @@ def test_turn_taking_states_and_response_gap():
     assert 0 < gap <= 400
 
 
+def test_endpointing_prompts_a_silent_agent_once_per_user_turn():
+    """The user finished and the agent says nothing: after respond_after_frames of "thinking" the
+    agent is prompted (its next text token must be a word), until any agent text arrives."""
+    script = [(10, 0, 0, "", ""), (25, 1, 0, "ఈ రోజు ఏ వారం", ""), (20, 0, 0, "", "")]
+    res = run(ContextManager(ContextConfig(respond_after_frames=2)), script)
+    thinking = [i for i, r in enumerate(res) if r.state == THINKING]
+    prompted = [i for i, r in enumerate(res) if r.prompt_agent]
+    assert thinking and prompted == [i for i in thinking if i >= thinking[0] + 2]
+    assert not any(r.prompt_agent for r in res[:thinking[0]])  # never while the user speaks
+
+    # The prompted agent's first word disarms it, though its audio has not started yet.
+    cm = ContextManager(ContextConfig(respond_after_frames=2))
+    res = run(cm, script[:2])
+    out = []
+    for i in range(20):
+        out.append(cm.update(silence(), silence(), "", "ఈ" if i == 12 else ""))
+    assert [r.state for r in out[8:]] == [THINKING] * 12
+    first = next(i for i, r in enumerate(out) if r.prompt_agent)
+    assert all(r.prompt_agent for r in out[first:12]) and not any(r.prompt_agent for r in out[12:])
+
+    # The next user turn arms it again; -1 turns endpointing off (the model alone decides).
+    res = run(cm, [(15, 0, 1, "", "సోమవారం"), (10, 0, 0, "", ""), (25, 1, 0, "సరే", ""), (20, 0, 0, "", "")])
+    assert any(r.prompt_agent for r in res[-20:])
+    off = run(ContextManager(ContextConfig(respond_after_frames=-1)), script)
+    assert THINKING in [r.state for r in off] and not any(r.prompt_agent for r in off)
+
+
 def test_barge_in_mutes_agent_within_a_few_frames():
     cm = ContextManager()
     res = run(cm, [(10, 0, 0, "", ""), (20, 0, 1, "", "నమస్కారం"), (15, 1, 1, "ఆపండి", ""), (30, 0, 0, "", "")])

@@ -530,3 +530,26 @@ def test_sample_text_draws_timing_then_content():
     one = [s2s.sample_text(logits, 1.0, 0, -1.0, PAD_ID, g) for _ in range(2000)]
     assert sum(d not in (PAD_ID, 5) for d in one) > 400  # the single draw wanders between words
     assert s2s.sample_text(logits, 0.0, 0, 0.0, PAD_ID, g) == PAD_ID  # temperature 0 stays fully greedy
+
+
+def test_prompt_answer_makes_the_next_text_token_a_word():
+    """Endpointing (ContextManager.prompt_agent -> gen.prompt_answer()): one step whose text may
+    not be PAD, the model choosing the word; the steps around it sample as before."""
+    torch.manual_seed(16)
+    cfg = tiny_config("codes")
+    model = s2s.S2SModel(cfg).eval()
+    head = torch.nn.Linear(cfg.s2s.d_model, model.text_vocab)  # always quiet; word 7 when made to speak
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[PAD_ID], head.bias[7] = 20.0, 5.0
+    model.agent_text_head = head
+    gen = model.streaming(temperature=1.0, top_k=0, text_temperature=0.0, seed=0)
+    frame = torch.zeros(cfg.s2s.n_codebooks, dtype=torch.long)
+    ids = [gen.step(frame).agent_text_id for _ in range(3)]
+    gen.prompt_answer()
+    ids += [gen.step(frame).agent_text_id for _ in range(3)]
+    assert ids == [PAD_ID] * 3 + [7] + [PAD_ID] * 2
+    logits = torch.tensor([10.0, 0.0, 1.0, 0.5])
+    g = torch.Generator().manual_seed(0)
+    assert {s2s.sample_text(logits, 1.0, 0, -1.0, 0, g, allow_pad=False) for _ in range(200)} == {1, 2, 3}

@@ -366,6 +366,7 @@ class ScriptedGenerator:
 
     def __init__(self, now=None):
         self.step_index, self.quiet_until, self.silence_calls, self.now = 0, -1, [], now
+        self.prompt_calls = []
 
     def set_now(self, now):
         self.now = now
@@ -382,15 +383,35 @@ class ScriptedGenerator:
         self.silence_calls.append((self.step_index, n))
         self.quiet_until = self.step_index + n
 
+    def prompt_answer(self):
+        self.prompt_calls.append(self.step_index)
+
+
+class ShyGenerator(ScriptedGenerator):
+    """Never speaks on its own; prompted (endpointing), it says one word and talks for 10 frames."""
+
+    def __init__(self, now=None):
+        super().__init__(now)
+        self.prompt_calls, self.talk_until = [], -1
+
+    def step(self, frame):
+        s = self.step_index
+        self.step_index += 1
+        word = bool(self.prompt_calls) and s == self.prompt_calls[-1]
+        if word:
+            self.talk_until = s + 10
+        codes = None if s < 1 else torch.tensor([1 if s < self.talk_until else 0])
+        return SimpleNamespace(agent_codes=codes, agent_text_piece=" సరే" if word else "", user_text_piece="")
+
 
 class ScriptedS2S:
     delay, frame_size = 1, FS
 
-    def __init__(self):
-        self.generators = []
+    def __init__(self, generator=None):
+        self.generators, self.generator = [], generator or ScriptedGenerator
 
     def streaming(self, **kw):
-        self.generators.append(ScriptedGenerator(kw.get("now")))
+        self.generators.append(self.generator(kw.get("now")))
         return self.generators[-1]
 
 
@@ -439,6 +460,44 @@ def test_barge_in_flushes_the_client_and_the_model_yields(serve):
     gen = s2s.generators[0]
     assert gen.silence_calls == [(flush_frame + 1, cfg.yield_frames)]  # the model was told to yield
     assert st.server.metrics.barge_ins == 1
+
+
+def test_a_silent_agent_is_prompted_to_answer_when_the_user_finishes(serve):
+    """Endpointing end to end: the user speaks and stops; a model that would stay quiet is told
+    (gen.prompt_answer) respond_after_frames after the turn ended, and its answer is heard."""
+    s2s = ScriptedS2S(ShyGenerator)
+    models = server_mod.Models(ScriptedCodec(), s2s, None, {v: {"gender": "", "embedding": None} for v in VOICES})
+    st = serve(models=models)
+    cfg = st.server.cfg.context
+    quiet = (1e-4 * np.random.default_rng(1).standard_normal(12000)).astype(np.float32)
+    loud = (0.2 * np.sin(2 * np.pi * 300 * np.arange(24000) / 24000)).astype(np.float32)
+    frames = np.concatenate([quiet, loud, quiet, quiet, quiet])
+
+    async def session():
+        audio, states = [], []
+        async with connect(st.url) as ws:
+            await recv_json(ws, "ready")
+            await ws.send(json.dumps({"type": "start"}))
+            for i in range(0, len(frames), FS):  # lockstep
+                await ws.send(bytes([1]) + pcm16(frames[i:i + FS]))
+                while True:
+                    m = await asyncio.wait_for(ws.recv(), 10)
+                    if isinstance(m, bytes) and m[0] == 1:
+                        audio.append(np.frombuffer(m[1:], "<i2"))
+                        break
+                    if isinstance(m, str) and json.loads(m)["type"] == "state":
+                        states.append((len(audio), json.loads(m)["state"]))
+        return audio, states
+
+    audio, states = run(session())
+    gen = s2s.generators[0]
+    speech_end = (len(quiet) + len(loud)) // FS  # the first quiet frame after the user's turn
+    thinking = next(i for i, s in states if s == "thinking")
+    assert speech_end <= thinking <= speech_end + cfg.vad_hangover_frames + 1
+    assert gen.prompt_calls == [thinking + cfg.respond_after_frames + 1], (gen.prompt_calls, states)
+    assert np.abs(np.concatenate(audio[:gen.prompt_calls[0]])).max() == 0  # quiet until prompted
+    assert np.abs(np.concatenate(audio[gen.prompt_calls[0]:])).max() > 1000  # then answered
+    assert "speaking" in [s for i, s in states if i > thinking]
 
 
 # --- many sessions, the limit --------------------------------------------------------------------
