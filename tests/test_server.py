@@ -392,7 +392,7 @@ class ShyGenerator(ScriptedGenerator):
 
     def __init__(self, now=None):
         super().__init__(now)
-        self.prompt_calls, self.talk_until = [], -1
+        self.talk_until = -1
 
     def step(self, frame):
         s = self.step_index
@@ -415,6 +415,26 @@ class ScriptedS2S:
         return self.generators[-1]
 
 
+async def lockstep(st, frames) -> list:
+    """One session that sends `frames` a frame at a time, waiting for each output frame: the
+    (output frame index at arrival, message) of everything received, audio as int16 arrays."""
+    events = []
+    async with connect(st.url) as ws:
+        await recv_json(ws, "ready")
+        await ws.send(json.dumps({"type": "start"}))
+        receiver_frames = 0
+        for i in range(0, len(frames), FS):  # lockstep: one frame out per frame in
+            await ws.send(bytes([1]) + pcm16(frames[i:i + FS]))
+            while True:
+                m = await asyncio.wait_for(ws.recv(), 10)
+                if isinstance(m, bytes) and m[0] == 1:
+                    events.append((receiver_frames, np.frombuffer(m[1:], "<i2")))
+                    receiver_frames += 1
+                    break
+                events.append((receiver_frames, json.loads(m) if isinstance(m, str) else m))
+    return events
+
+
 def test_barge_in_flushes_the_client_and_the_model_yields(serve):
     s2s = ScriptedS2S()
     models = server_mod.Models(ScriptedCodec(), s2s, None, {v: {"gender": "", "embedding": None} for v in VOICES})
@@ -423,25 +443,7 @@ def test_barge_in_flushes_the_client_and_the_model_yields(serve):
     loud = 0.2 * np.sin(2 * np.pi * 300 * np.arange(24000) / 24000)
     cfg = st.server.cfg.context
 
-    async def session():
-        events = []  # (output frame index at arrival, message)
-        async with connect(st.url) as ws:
-            await recv_json(ws, "ready")
-            await ws.send(json.dumps({"type": "start"}))
-            frames = np.concatenate([quiet, loud.astype(np.float32), quiet])
-            receiver_frames = 0
-            for i in range(0, len(frames), FS):  # lockstep: one frame out per frame in
-                await ws.send(bytes([1]) + pcm16(frames[i:i + FS]))
-                while True:
-                    m = await asyncio.wait_for(ws.recv(), 10)
-                    if isinstance(m, bytes) and m[0] == 1:
-                        events.append((receiver_frames, np.frombuffer(m[1:], "<i2")))
-                        receiver_frames += 1
-                        break
-                    events.append((receiver_frames, json.loads(m) if isinstance(m, str) else m))
-        return events
-
-    events = run(session())
+    events = run(lockstep(st, np.concatenate([quiet, loud.astype(np.float32), quiet])))
     import datetime as dt
     told = s2s.generators[0].now  # the agent is told the time, to the minute (time questions)
     assert told.second == 0 and abs((dt.datetime.now() - told).total_seconds()) < 120
@@ -471,25 +473,9 @@ def test_a_silent_agent_is_prompted_to_answer_when_the_user_finishes(serve):
     cfg = st.server.cfg.context
     quiet = (1e-4 * np.random.default_rng(1).standard_normal(12000)).astype(np.float32)
     loud = (0.2 * np.sin(2 * np.pi * 300 * np.arange(24000) / 24000)).astype(np.float32)
-    frames = np.concatenate([quiet, loud, quiet, quiet, quiet])
-
-    async def session():
-        audio, states = [], []
-        async with connect(st.url) as ws:
-            await recv_json(ws, "ready")
-            await ws.send(json.dumps({"type": "start"}))
-            for i in range(0, len(frames), FS):  # lockstep
-                await ws.send(bytes([1]) + pcm16(frames[i:i + FS]))
-                while True:
-                    m = await asyncio.wait_for(ws.recv(), 10)
-                    if isinstance(m, bytes) and m[0] == 1:
-                        audio.append(np.frombuffer(m[1:], "<i2"))
-                        break
-                    if isinstance(m, str) and json.loads(m)["type"] == "state":
-                        states.append((len(audio), json.loads(m)["state"]))
-        return audio, states
-
-    audio, states = run(session())
+    events = run(lockstep(st, np.concatenate([quiet, loud, quiet, quiet, quiet])))
+    audio = [a for _, a in events if isinstance(a, np.ndarray)]
+    states = [(i, m["state"]) for i, m in events if isinstance(m, dict) and m["type"] == "state"]
     gen = s2s.generators[0]
     speech_end = (len(quiet) + len(loud)) // FS  # the first quiet frame after the user's turn
     thinking = next(i for i, s in states if s == "thinking")
