@@ -576,8 +576,12 @@ def main(argv=None) -> int:
     parser.add_argument("--strength", type=float, default=1.0, help="augmentation strength (0..1)")
     parser.add_argument("--no_dry", action="store_true", help="do not store the un-augmented user channel")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--extra_phrasings", metavar="JSON", help="also draw these train-only phrasings "
+                        "(data/extra_phrasings.json; dialogue_domain.use_extra_phrasings)")
     args = parser.parse_args(argv)
     t0 = time.time()
+    if args.extra_phrasings:
+        domain.use_extra_phrasings(args.extra_phrasings)
     for split in args.splits:
         n = args.train if split == "train" else args.heldout
         try:

@@ -27,10 +27,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib
+import json
 import random
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from telugu_text import number_to_words
@@ -266,12 +268,13 @@ class Intent:
     keys: Callable[[dict], list] | None = None  # slot-value checks for is_correct (see _KEY_KINDS)
     needs_previous: bool = False  # only meaningful after the agent has said something
     group: str = "social"
+    n_core: int = 0  # phrasings written here; those after them are train-only extras (EXTRA_PHRASINGS)
 
     @property
     def heldout_phrasings(self) -> tuple[int, ...]:
         """Fixed by the intent's name. The first phrasing, the canonical one ("ఆపండి" for stop), is
         always trained: the agent must know the plain request before it is tested on variants."""
-        n = len(self.phrasings)
+        n = self.n_core or len(self.phrasings)  # extras never move the held-out choice
         k = max(1, round(HELDOUT_PHRASING_SHARE * n))
         return tuple(sorted(random.Random(f"heldout-phrasing:{self.name}").sample(range(1, n), k)))
 
@@ -853,6 +856,61 @@ _intent("weather_comment",
 BACKCHANNELS = ["ఊ", "అవును", "సరే", "ఊ ఊ", "అలాగా", "ఓహో", "హా", "అవునా"]
 
 
+# --- train-only extra phrasings (opt-in) -----------------------------------------------------------
+# data/extra_phrasings.json: more ways to say each request, written by someone who was shown only each
+# intent's canonical phrasing and reply, never the held-out phrasings. They widen what the agent
+# learns an intent from (README: a held-out phrasing often shares few words with any trained one),
+# and are train-only: appended after the core phrasings, so the held-out indices do not move.
+# Opt-in (train_s2s --extra_phrasings, dialogue_corpus --extra_phrasings): on 400 CPU text steps they
+# did not help held-out phrasings yet (README, session 8), so the default corpus is unchanged.
+EXTRA_PHRASINGS_PATH = Path(__file__).resolve().parent / "data" / "extra_phrasings.json"
+
+
+def use_extra_phrasings(path: str | Path = EXTRA_PHRASINGS_PATH) -> dict[str, list[str]]:
+    """Add the extras to the training phrasings of this process (once); returns what was dropped."""
+    if any(it.n_core for it in INTENTS.values()):
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"extra phrasings not found: {path}")
+    return _add_extra_phrasings(path)
+
+
+def _add_extra_phrasings(path: Path) -> dict[str, list[str]]:
+    """Append the extras to INTENTS; returns {intent: [dropped extras]}. An extra is dropped when its
+    placeholders are not those of one of the intent's own phrasings, or it equals (after normalisation)
+    a core phrasing, another intent's phrasing or a backchannel: one wording, one meaning, and no
+    held-out text in training."""
+    extras = json.loads(path.read_text(encoding="utf-8"))
+    unknown = sorted(set(extras) - set(INTENTS))
+    if unknown:
+        raise ValueError(f"{path}: unknown intents {unknown}")
+    def key(text):
+        return re.sub(r"[\s,.!?]+", " ", unicodedata.normalize("NFC", text)).strip()
+    taken = {key(b): "backchannel" for b in BACKCHANNELS}
+    for name, it in INTENTS.items():
+        taken.update({key(p): name for p in it.phrasings})
+    dropped = {}
+    for name, texts in extras.items():
+        it = INTENTS[name]
+        slot_sets = {frozenset(re.findall(r"\{(\w+)\}", p)) for p in it.phrasings}  # e.g. {city} or {city_loc}
+        keep = []
+        for text in texts:
+            slots = re.findall(r"\{(\w+)\}", text)
+            if frozenset(slots) not in slot_sets or len(slots) != len(set(slots)) or key(text) in taken:
+                dropped.setdefault(name, []).append(text)
+                continue
+            taken[key(text)] = name
+            keep.append(_tidy(text))
+        INTENTS[name] = replace(it, phrasings=it.phrasings + tuple(keep), n_core=len(it.phrasings))
+    return dropped
+
+
+def _tidy(text: str) -> str:
+    return " ".join(text.split())
+
+
+
 # --- sampling -------------------------------------------------------------------------------------
 
 def _as_random(rng) -> random.Random:
@@ -904,10 +962,6 @@ def answers(intent: str, slots: dict, context: Context | None = None) -> list[st
 
 def answer(intent: str, slots: dict, context: Context | None = None) -> str:
     return answers(intent, slots, context)[0]
-
-
-def _tidy(text: str) -> str:
-    return " ".join(text.split())
 
 
 _CONTEXT_SAMPLERS = {INTENTS[n].sample_slots for n in

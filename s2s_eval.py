@@ -288,8 +288,17 @@ def transcript_report(model, codec, tokenizer, args) -> int:
     silence = ts.silence_codes_of(codec)
     report = {"checkpoint": str(args.checkpoint), "step": getattr(model, "step", None),
               "user_input": model.cfg.user_input, "sentences": args.sentences, "clips": len(clips)}
+    # Dialogue-trained models listen with a voice set (stage-2 validation uses the bank's first);
+    # "" reads with the zero vector, as stage-1 models were trained.
+    voice = None
+    if args.listen_voice:
+        import speaker_embeddings
+        bank = speaker_embeddings.VoiceBank.load(Path(args.voice_bank) if args.voice_bank else
+                                                 speaker_embeddings.DEFAULT_CHECKPOINT.parent / "voice_bank.json")
+        voice = bank.embedding(bank.names()[0] if args.listen_voice == "first" else args.listen_voice).numpy()
+    report["listen_voice"] = args.listen_voice
     for bias in sorted({0.0, args.pad_bias}):
-        m = ts.validate_transcription(model, clips, tokenizer, codec, silence, None, pad_bias=bias)
+        m = ts.validate_transcription(model, clips, tokenizer, codec, silence, voice, pad_bias=bias)
         report["cer" if bias == 0 else f"cer_pad_bias_{bias:g}"] = round(m["cer"], 4)
         report.update(token_loss=round(m["token_loss"], 4), token_acc=round(m["token_acc"], 4))
         report.setdefault("examples", []).extend(m["examples"][:2])
@@ -331,6 +340,8 @@ def main(argv=None) -> int:
     p.add_argument("--transcript_only", action="store_true",
                    help="only the user transcript on --sentences (CER greedy and with --pad_bias, token "
                         "loss and accuracy): the user-input comparison (docs/s2s_input_choice.md)")
+    p.add_argument("--listen_voice", default="first", help="with --transcript_only: the agent voice set while "
+                   "listening ('first': the bank's first, as stage-2 validation; '': none, as stage 1)")
     p.add_argument("--pad_bias", type=float, default=2.0, help="with --transcript_only: also decode with PAD's "
                                                                 "logit lowered by this much")
     args = p.parse_args(argv)

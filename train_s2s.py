@@ -87,6 +87,7 @@ class StageSettings:
     max_dialogues: int = 0  # stage 2: the first N training dialogues only (0: all; smoke tests)
     text_share: float = 0.0  # stage 2: share of items that are text-only dialogues (TextDialogues)
     text_word_dropout: float = 0.0  # TextDialogues: each non-slot word of a request dropped with this chance
+    extra_phrasings: str = ""  # TextDialogues: also draw the train-only extras in this JSON (dialogue_domain)
 
 
 # --- text and CER ----------------------------------------------------------------------------------
@@ -375,6 +376,8 @@ class TextDialogues(torch.utils.data.Dataset):
         self.rate = sample_rate / frame_size
         self.crop = max(1, int(round(settings.crop_s * self.rate)))
         self.voices = {n: voice_bank.embedding(n).numpy() for n in voice_bank.names()}
+        if settings.extra_phrasings:
+            domain.use_extra_phrasings(settings.extra_phrasings)
 
     def __len__(self):
         return self.size

@@ -62,6 +62,40 @@ def test_heldout_phrasings_and_values_never_appear_in_train():
             assert not domain.is_heldout_value("name", t.slots["name"])
 
 
+def test_extra_phrasings_are_train_only_and_leave_the_heldout_choice_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(domain, "INTENTS", dict(domain.INTENTS))  # opt-in changes this process only
+    before = {name: it.heldout_phrasings for name, it in domain.INTENTS.items()}
+    domain.use_extra_phrasings()
+    assert before == {name: it.heldout_phrasings for name, it in domain.INTENTS.items()}
+    rng = random.Random(0)
+    said = {domain.sample_turn(rng, "train", intent="stop").phrasing for _ in range(400)}
+    assert said == set(domain.INTENTS["stop"].train_phrasings)  # the extras are drawn in training
+    extras = [it for it in domain.INTENTS.values() if it.n_core and len(it.phrasings) > it.n_core]
+    assert len(extras) >= 50, "data/extra_phrasings.json should widen nearly every intent"
+    for it in extras:
+        core = domain.Intent(it.name, it.phrasings[:it.n_core], it.replies)
+        assert it.heldout_phrasings == core.heldout_phrasings  # the extras do not move the held-out choice
+        assert set(range(it.n_core, len(it.phrasings))) <= set(it.train_phrasings)
+        held = {" ".join(it.phrasings[i].replace(",", " ").split()) for i in it.heldout_phrasings}
+        assert not held & {" ".join(p.replace(",", " ").split()) for p in it.phrasings[it.n_core:]}
+    # The filter: wrong placeholders, a copy of a held-out phrasing, another intent's phrasing and a
+    # backchannel are dropped; a new wording is kept.
+    add, stop = domain.INTENTS["add"], domain.INTENTS["stop"]
+    monkeypatch.setitem(domain.INTENTS, "add", domain.Intent("add", add.phrasings[:add.n_core], add.replies,
+                                                             add.sample_slots, add.fields))
+    monkeypatch.setitem(domain.INTENTS, "stop", domain.Intent("stop", stop.phrasings[:stop.n_core], stop.replies))
+    held_stop = stop.phrasings[stop.heldout_phrasings[0]]
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps({"add": ["{a} ను {b} తో కలిపితే వచ్చేది ఎంత", "{a} ఎంత", "{n} ప్లస్ {b} ఎంత"],
+                                "stop": [held_stop + ",", "ఆపండి, ఆపండి", "సరే", "హలో", "ఇక మాట్లాడకండి"]},
+                               ensure_ascii=False), encoding="utf-8")
+    dropped = domain._add_extra_phrasings(path)
+    assert domain.INTENTS["add"].phrasings[add.n_core:] == ("{a} ను {b} తో కలిపితే వచ్చేది ఎంత",)
+    assert domain.INTENTS["stop"].phrasings[stop.n_core:] == ("ఆపండి, ఆపండి", "ఇక మాట్లాడకండి")
+    assert sorted(dropped["stop"]) == sorted([held_stop + ",", "సరే", "హలో"])
+    assert len(dropped["add"]) == 2
+
+
 def test_number_and_time_words():
     assert domain.number_words(0) == "సున్నా"
     assert domain.number_words(23) == "ఇరవై మూడు"

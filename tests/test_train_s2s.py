@@ -193,6 +193,24 @@ def test_eval_writes_every_metric(world, tmp_path):
     assert "| lakshmi |" in r.stdout and "| all |" in r.stdout
 
 
+def test_transcript_only_listens_with_the_voice_it_is_given(world, tmp_path):
+    """--transcript_only reads the clips with an agent voice set, as stage-2 validation does (a
+    dialogue-trained model hears little with the zero vector), or with none ('')."""
+    root = world[0]
+    losses = {}
+    for voice in ("ravi", ""):
+        r = subprocess.run([sys.executable, "s2s_eval.py", "--transcript_only", "--checkpoint",
+                            str(root / "full" / "s2s.safetensors"), "--codec", str(root / "codec.safetensors"),
+                            "--voice_bank", str(root / "spk" / "voice_bank.json"), "--listen_voice", voice,
+                            "--sentences", str(root / "data" / "synthetic" / "test.jsonl"), "--limit", "2"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        report = json.loads(r.stdout.strip().splitlines()[-1])
+        assert report["listen_voice"] == voice and report["clips"] == 2 and report["cer"] >= 0
+        losses[voice] = report["token_loss"]
+    assert losses["ravi"] != losses[""]  # the voice reaches the model
+
+
 def test_code_cache_shards_and_reuse(tmp_path):
     """Codes split over several memory-mapped shards come back exactly; a second build encodes
     nothing; another codec gets a cache of its own."""

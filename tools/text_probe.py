@@ -35,6 +35,7 @@ def main(argv=None):
     p.add_argument("--crop_s", type=float, default=10.0)
     p.add_argument("--noise", type=float, default=0.3, help="s2s.user_text_noise while training")
     p.add_argument("--dropout", type=float, default=0.0, help="--text_word_dropout of the text dialogues")
+    p.add_argument("--extra_phrasings", default="", help="--extra_phrasings of the text dialogues (a JSON)")
     p.add_argument("--eval_dialogues", type=int, default=64, help="text_forced on this many, per split")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1234)
@@ -51,7 +52,8 @@ def main(argv=None):
     bank = speaker_embeddings.VoiceBank.load(ROOT / "checkpoints" / "voice_bank.json")
     silence = ts.silence_codes_of(codec)
     texts = ts.TextDialogues(tok, codec.sample_rate, model.frame_size,
-                             ts.StageSettings(crop_s=a.crop_s, text_word_dropout=a.dropout), a.seed, bank)
+                             ts.StageSettings(crop_s=a.crop_s, text_word_dropout=a.dropout,
+                                                extra_phrasings=a.extra_phrasings), a.seed, bank)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     only_text = {"user_text": 0, "codebook_0": 0, "codebooks": 0}
 
