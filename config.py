@@ -105,7 +105,9 @@ class S2SConfig:
     depth_heads: int = 4
     n_codebooks: int = 8  # agent codebooks modelled (the first K of the codec)
     acoustic_delay: int = 1  # codebooks 1.. lag codebook 0 by this many frames (Moshi)
-    context_frames: int = 750  # KV cache: 30 s at 25 Hz; older frames slide out
+    # Attention window (KV cache) while streaming: 10 s at 25 Hz, older frames slide out. No longer than
+    # the stage-2 training crops: past what it trained on the model hears worse (README, session 8).
+    context_frames: int = 250
     user_input: str = "latent"  # "mel" | "latent" | "codes": latent won on unseen voices (docs/s2s_input_choice.md)
     text_vocab_size: int = 0  # set from the trained tokenizer
     dropout: float = 0.1

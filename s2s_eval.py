@@ -330,6 +330,8 @@ def main(argv=None) -> int:
     p.add_argument("--respond_after", type=int,
                    help="context.respond_after_frames: endpointing, frames of waiting before the agent's next "
                         "text token must be a word (-1: off; default: config.ContextConfig)")
+    p.add_argument("--context_frames", type=int, help="the temporal transformer's attention window while "
+                   "streaming (s2s.context_frames; default: the model's config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="write the report here")
@@ -354,6 +356,8 @@ def main(argv=None) -> int:
         model.cfg.text_word_temperature = args.text_word_temperature
     if args.respond_after is not None:
         model.config.context.respond_after_frames = args.respond_after
+    if args.context_frames is not None:
+        model.cfg.context_frames = args.context_frames
     codec = telugu_codec_fixed.load(args.codec)
     if args.checkpoint is None or Path(args.checkpoint).suffix != ".pt":
         s2s.warn_codec_mismatch(args.checkpoint or s2s.SHIPPED, args.codec or telugu_codec_fixed.SHIPPED)
@@ -392,6 +396,7 @@ def main(argv=None) -> int:
               "sampling": {**{k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
                            "text_word_temperature": model.cfg.text_word_temperature,
                            "respond_after_frames": model.config.context.respond_after_frames},
+              "context_frames": model.cfg.context_frames,
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "per_intent": by_intent(results), "targets": TARGETS}
     if args.sentences and Path(args.sentences).exists():

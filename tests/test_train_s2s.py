@@ -360,3 +360,10 @@ def test_text_word_dropout_keeps_slot_words():
     assert len(seen) > 1  # words were dropped, not always the same count
     plain = ts.TextDialogues(None, SR, 960, ts.StageSettings(), 0, VoiceBank())
     assert plain.request_words(turn, rng) == turn["user_text"]
+
+
+def test_window_note_warns_when_streaming_would_see_more_than_training_did():
+    import train_s2s as ts
+    assert ts.window_note(10.0, 25.0, 250) is None and ts.window_note(16.0, 25.0, 250) is None
+    note = ts.window_note(10.0, 25.0, 750)
+    assert "250 frames" in note and "--crop_s 30" in note and "s2s.context_frames=250" in note
