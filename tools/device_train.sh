@@ -20,7 +20,9 @@
 # S2S_WORKERS (the S2S loader's worker processes; default: the cores the codec run leaves),
 # SENT_VOICE (share of sentence items given an agent voice; 0: none, "listening only"),
 # TEXT_SHARE (stage 2's share of text-only dialogues: answering learnt from text, train_s2s.TextDialogues),
-# TEXT_DROPOUT (their requests' non-slot words dropped with this chance: cues, not whole phrasings).
+# TEXT_DROPOUT (their requests' non-slot words dropped with this chance: cues, not whole phrasings),
+# CROP (stage-2 crop in seconds, default 10; 16 lets the 250-frame attention window bind in training,
+# so the model learns the sliding window it streams with: README, "The attention window").
 set -u
 START=$(date +%s)
 OUT_DIR=${OUT_DIR:-${OUT:-runs/device_out}}
@@ -60,7 +62,7 @@ if [ "$SMOKE" = 1 ]; then
   PER_VOICE=8; N_DIAL=16; N_HELD=4; CODEC_STEPS=30; S1_STEPS=20; S2_STEPS=20; S1_END=0; BATCH=4; CROP=6
 else
   PER_VOICE=500; N_DIAL=${N_DIAL:-2000}; N_HELD=12; CODEC_STEPS=1000000; S1_STEPS=1000000; S2_STEPS=1000000
-  S1_END=${S1_END:-250}; BATCH=32; CROP=10
+  S1_END=${S1_END:-250}; BATCH=32; CROP=${CROP:-10}
 fi
 
 # --- corpora, both at once ------------------------------------------------------------------------
