@@ -885,11 +885,9 @@ def _add_extra_phrasings(path: Path) -> dict[str, list[str]]:
     unknown = sorted(set(extras) - set(INTENTS))
     if unknown:
         raise ValueError(f"{path}: unknown intents {unknown}")
-    def key(text):
-        return re.sub(r"[\s,.!?]+", " ", unicodedata.normalize("NFC", text)).strip()
-    taken = {key(b): "backchannel" for b in BACKCHANNELS}
+    taken = {normalize(b): "backchannel" for b in BACKCHANNELS}
     for name, it in INTENTS.items():
-        taken.update({key(p): name for p in it.phrasings})
+        taken.update({normalize(p): name for p in it.phrasings})
     dropped = {}
     for name, texts in extras.items():
         it = INTENTS[name]
@@ -897,10 +895,10 @@ def _add_extra_phrasings(path: Path) -> dict[str, list[str]]:
         keep = []
         for text in texts:
             slots = re.findall(r"\{(\w+)\}", text)
-            if frozenset(slots) not in slot_sets or len(slots) != len(set(slots)) or key(text) in taken:
+            if frozenset(slots) not in slot_sets or len(slots) != len(set(slots)) or normalize(text) in taken:
                 dropped.setdefault(name, []).append(text)
                 continue
-            taken[key(text)] = name
+            taken[normalize(text)] = name
             keep.append(_tidy(text))
         INTENTS[name] = replace(it, phrasings=it.phrasings + tuple(keep), n_core=len(it.phrasings))
     return dropped
@@ -908,7 +906,6 @@ def _add_extra_phrasings(path: Path) -> dict[str, list[str]]:
 
 def _tidy(text: str) -> str:
     return " ".join(text.split())
-
 
 
 # --- sampling -------------------------------------------------------------------------------------

@@ -283,7 +283,7 @@ def load_model(path):
     return model.eval()
 
 
-def transcript_report(model, codec, tokenizer, args) -> int:
+def transcript_report(model, codec, tokenizer, args, bank_path: Path) -> int:
     clips = ts.validation_clips(args.sentences, args.limit or 10 ** 6, codec.sample_rate)
     silence = ts.silence_codes_of(codec)
     report = {"checkpoint": str(args.checkpoint), "step": getattr(model, "step", None),
@@ -293,8 +293,7 @@ def transcript_report(model, codec, tokenizer, args) -> int:
     voice = None
     if args.listen_voice:
         import speaker_embeddings
-        bank = speaker_embeddings.VoiceBank.load(Path(args.voice_bank) if args.voice_bank else
-                                                 speaker_embeddings.DEFAULT_CHECKPOINT.parent / "voice_bank.json")
+        bank = speaker_embeddings.VoiceBank.load(bank_path)
         voice = bank.embedding(bank.names()[0] if args.listen_voice == "first" else args.listen_voice).numpy()
     report["listen_voice"] = args.listen_voice
     for bias in sorted({0.0, args.pad_bias}):
@@ -364,10 +363,10 @@ def main(argv=None) -> int:
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise SystemExit("no tokenizer beside the checkpoint (telugu_spm.model)")
-    if args.transcript_only:
-        return transcript_report(model, codec, tokenizer, args)
     spk_path = Path(args.speaker_path) if args.speaker_path else speaker_embeddings.DEFAULT_CHECKPOINT
     bank_path = Path(args.voice_bank) if args.voice_bank else spk_path.parent / "voice_bank.json"
+    if args.transcript_only:
+        return transcript_report(model, codec, tokenizer, args, bank_path)
     encoder = speaker_embeddings.load(spk_path) if spk_path.exists() else None
     bank = speaker_embeddings.VoiceBank.load(bank_path) if bank_path.exists() else None
     if encoder is None or bank is None:
