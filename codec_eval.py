@@ -2,7 +2,8 @@
 
 For every clip, the codec round trip at K codebooks (K x log2(codebook_size) bits per frame) and
 the libopus round trip (through PyAV) at a few bitrates are scored against the reference with
-PESQ-wb, STOI, a log-mel distance and SI-SDR. Means, standard deviations and counts per system go
+PESQ-wb, STOI, a log-mel distance, SI-SDR and pitch accuracy (pYIN's F0 of the decoded clip within
+50 cents of the reference's, on the reference's voiced frames). Means, standard deviations and counts per system go
 into one JSON structure:
 
     {"clips": N, "duration_s": ..., "sample_rate": 24000,
@@ -53,7 +54,7 @@ OPUS_KBPS = (6, 8, 12)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # what the libopus encoder accepts
 OPUS_APPLICATION = "audio"  # the strongest baseline on SI-SDR; "voip" high-passes (see above)
 PESQ_RATE = 16000  # wideband PESQ is defined at 16 kHz
-METRICS = ("pesq_wb", "stoi", "mel_distance", "si_sdr")
+METRICS = ("pesq_wb", "stoi", "mel_distance", "si_sdr", "pitch_acc")
 MAX_LAG_S = 0.001  # residual lag the fine alignment may undo (see the module docstring)
 
 
@@ -96,6 +97,31 @@ def mel_distance(reference: np.ndarray, estimate: np.ndarray, sr: int) -> float:
     return float(_mel_distance(torch.from_numpy(estimate), torch.from_numpy(reference), sr))
 
 
+def f0_track(pcm: np.ndarray, sr: int) -> np.ndarray:
+    """pYIN F0 (Hz, NaN where unvoiced) every 10 ms at 16 kHz: librosa's, independent of the
+    codec's own training target (telugu_codec_fixed.yin_f0)."""
+    import librosa
+
+    x = librosa.resample(pcm.astype(np.float32), orig_sr=sr, target_sr=16000) if sr != 16000 else pcm
+    f0, voiced, _ = librosa.pyin(x, fmin=60, fmax=500, sr=16000, frame_length=1024, hop_length=160)
+    return np.where(voiced, f0, np.nan)
+
+
+def pitch_accuracy(ref_f0: np.ndarray, estimate: np.ndarray, sr: int) -> float:
+    """Share of the reference's voiced 10 ms frames where the estimate is voiced too and within
+    50 cents of its pitch (melody extraction's raw pitch accuracy). A codec that decodes every
+    voice at one buzzing pitch scores near 0 however good its spectra look."""
+    est = f0_track(estimate, sr)
+    n = min(len(ref_f0), len(est))
+    ref, est = ref_f0[:n], est[:n]
+    voiced = ~np.isnan(ref)
+    if not voiced.any():
+        return math.nan
+    with np.errstate(invalid="ignore"):
+        close = np.abs(1200 * np.log2(est[voiced] / ref[voiced])) < 50
+    return float(np.mean(close))
+
+
 def measured_lag(reference: np.ndarray, estimate: np.ndarray, max_lag: int) -> int:
     """Samples by which `estimate` lags `reference` (peak of their cross-correlation within
     +-max_lag); 0 for a well-aligned system."""
@@ -115,11 +141,12 @@ def align(reference: np.ndarray, estimate: np.ndarray, max_lag: int) -> tuple[np
     return np.pad(shifted, (0, n - len(shifted))).astype(np.float32), lag
 
 
-def score(reference: np.ndarray, estimate: np.ndarray, sr: int) -> dict:
+def score(reference: np.ndarray, estimate: np.ndarray, sr: int, ref_f0: np.ndarray | None = None) -> dict:
     estimate, lag = align(reference, estimate, int(MAX_LAG_S * sr))
+    ref_f0 = f0_track(reference, sr) if ref_f0 is None else ref_f0
     return {"pesq_wb": pesq_wb(reference, estimate, sr), "stoi": stoi(reference, estimate, sr),
             "mel_distance": mel_distance(reference, estimate, sr), "si_sdr": si_sdr(reference, estimate),
-            "lag_samples": lag}
+            "pitch_acc": pitch_accuracy(ref_f0, estimate, sr), "lag_samples": lag}
 
 
 # --- the systems ----------------------------------------------------------------------------------
@@ -234,8 +261,9 @@ def _evaluate(codec, named, codebooks, opus_kbps, progress, opus_application) ->
                    for k, audio in codec_roundtrips(codec, ref, codebooks).items()}
         for kbps in opus_kbps:
             decoded[f"opus_{kbps:g}kbps"] = opus_roundtrip(ref, sr, kbps, opus_application)
+        ref_f0 = f0_track(ref, sr)
         for name, (audio, measured) in decoded.items():
-            for metric, value in score(ref, audio, sr).items():
+            for metric, value in score(ref, audio, sr, ref_f0).items():
                 per_clip[name][metric].append(value)
             per_clip[name]["kbps_measured"].append(measured)
         if progress:
@@ -269,12 +297,13 @@ def format_table(result: dict) -> str:
     def cell(stat, digits):
         return "n/a" if stat["n"] == 0 else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
-    lines = ["| system | kbps | PESQ-wb | STOI | mel dist | SI-SDR (dB) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| system | kbps | PESQ-wb | STOI | mel dist | SI-SDR (dB) | pitch acc |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in result["systems"].items():
         failures = f" ({s['pesq_failures']} failed)" if s["pesq_failures"] else ""
         lines.append(f"| {name} | {s['kbps_measured']:.2f} | {cell(s['pesq_wb'], 2)}{failures} | "
-                     f"{cell(s['stoi'], 3)} | {cell(s['mel_distance'], 3)} | {cell(s['si_sdr'], 1)} |")
+                     f"{cell(s['stoi'], 3)} | {cell(s['mel_distance'], 3)} | {cell(s['si_sdr'], 1)} | "
+                     f"{cell(s['pitch_acc'], 3)} |")
     return "\n".join(lines)
 
 
@@ -401,7 +430,7 @@ def write_json(obj, path) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Score the codec against Opus (PESQ-wb, STOI, mel distance, SI-SDR)")
+    p = argparse.ArgumentParser(description="Score the codec against Opus (PESQ-wb, STOI, mel distance, SI-SDR, pitch accuracy)")
     p.add_argument("--checkpoint", help="codec .safetensors or training step_*.pt (default: the shipped codec)")
     p.add_argument("--manifest", help="JSONL manifest of held-out clips")
     p.add_argument("--limit", type=int, default=60, help="clips sampled from the manifest (seeded)")

@@ -86,16 +86,27 @@ class ContextManager:
         self.barge_ins = 0
         self.user_speech_end_frame: int | None = None  # for the response gap
         self._waiting, self._answer_started = 0, False  # endpointing: frames in "thinking", and any agent word since
+        self._quiet = 0  # frames since the user was last loud (raw VAD): the early endpoint's silence
+        self._text_quiet = 0  # frames since the user's transcript last grew: its last word is complete
         self.response_gaps_ms: collections.deque = collections.deque(maxlen=self.cfg.history_turns)
 
     # --- per frame ------------------------------------------------------------------------------
     def update(self, user_pcm: np.ndarray, agent_pcm: np.ndarray, user_text: str = "",
-               agent_text: str = "", timings: dict | None = None) -> FrameResult:
-        """Call once per frame with both channels (the agent's audio as the model produced it)."""
+               agent_text: str = "", timings: dict | None = None,
+               agent_word_prob: float | None = None) -> FrameResult:
+        """Call once per frame with both channels (the agent's audio as the model produced it).
+        agent_word_prob: the model's probability that its text this frame is a word, not PAD
+        (StepOutput.agent_word_prob), for the early endpoint."""
         events: list[str] = []
         user_on = self.user_vad.update(user_pcm)
         agent_on = self.agent_vad.update(agent_pcm)
         before = self.state
+        self._quiet = 0 if self.user_vad.loud else self._quiet + 1
+        self._text_quiet = 0 if user_text.strip() else self._text_quiet + 1
+        if self.user_vad.loud:
+            self._answer_started = False  # the user speaks (again): the next answer is still owed
+        elif agent_text.strip():
+            self._answer_started = True
 
         self._track_turn("user", user_on, user_text, events)
         if user_on:
@@ -134,14 +145,19 @@ class ContextManager:
             else:
                 self.state = LISTENING
         # Endpointing: a user who finished and hears nothing gets an answer started, once per turn
-        # (any agent text since the user's turn ended disarms it).
-        if self.state != THINKING:
-            self._waiting, self._answer_started = 0, False
-        elif agent_text.strip():
-            self._answer_started = True
-        else:
-            self._waiting += 1
-        prompt = 0 <= self.cfg.respond_after_frames < self._waiting and not self._answer_started
+        # (any agent text since the user last spoke disarms it). Late: the VAD hangover has passed
+        # (THINKING) and respond_after_frames more. Early, inside the hangover: the user has been
+        # quiet for endpoint_quiet_frames, the transcript has stopped growing (its last word is
+        # in), and the model itself wants to speak (a word has probability >= endpoint_word_prob).
+        # The model read the whole request, so its wish to answer separates the end of a request
+        # from a pause inside one; silence alone cannot.
+        self._waiting = self._waiting + 1 if self.state == THINKING else 0
+        late = 0 <= self.cfg.respond_after_frames < self._waiting
+        early = (0 < self.cfg.endpoint_word_prob <= 1 and agent_word_prob is not None
+                 and agent_word_prob >= self.cfg.endpoint_word_prob and self.state == LISTENING
+                 and self.current["user"] is not None and self._quiet >= self.cfg.endpoint_quiet_frames
+                 and self._text_quiet >= 1)
+        prompt = (late or early) and not self._answer_started
         if self.state != before:
             events.append("state")
         for name, ms in (timings or {}).items():

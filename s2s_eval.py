@@ -18,6 +18,7 @@ ContextManager with barge-in), with the dialogue's agent voice. Per agent voice:
                       silent (for at least 200 ms) within 200 ms of it
     response_gap_ms   end of a request's last word to the agent's first audio after it (p50, p95),
                       and responded: the share of requests answered with any audio before the next
+    talked_over       requests the agent, quiet when they began, spoke over before their end
     step_ms           the generator's step per frame on one thread (frame_ms: with the codec's
                       streaming decoder)
 
@@ -78,10 +79,15 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
         ref_turn = meta["turns"][u["turn"]]
         onset = next((f for f in range(_frames(u["end"], frame_s) + 1, min(len(active), _frames(nxt, frame_s)))
                       if active[f]), None)
+        # Talking over the user: the agent was quiet when the request began and spoke before its end
+        # (an early endpoint in a pause, or speech of its own); None where the request interrupts it.
+        f0, f1 = _frames(u["start"], frame_s), min(len(active), _frames(u["end"], frame_s))
+        over = None if any(active[max(0, f0 - 3):f0 + 1]) else any(active[f0 + 1:f1])
         turns.append({"intent": u["intent"], "said": said, "expected": ref_turn["agent_text"],
                       "scored": not ref_turn["interrupted"],
                       "correct": bool(domain.is_correct(u["intent"], u["slots"], said)) if said else False,
-                      "gap_ms": None if onset is None else round(max(0.0, onset * frame_s - u["end"]) * 1000)})
+                      "gap_ms": None if onset is None else round(max(0.0, onset * frame_s - u["end"]) * 1000),
+                      "talked_over": over})
     barge = []
     for it in meta.get("interruptions", []):
         f0 = _frames(it["onset"], frame_s)
@@ -223,6 +229,7 @@ def summarise(results) -> dict:
     steps = [x for r in results for x in r["step_ms"]]
     frames = [x for r in results for x in r["frame_ms"]]
     voice = [r["voice_match"] for r in results if "voice_match" in r]
+    over = [t["talked_over"] for t in all_turns if t.get("talked_over") is not None]
     pct = lambda xs, q: round(float(np.percentile(xs, q)), 1) if xs else None
     return {
         "dialogues": len(results), "turns_scored": len(turns),
@@ -234,6 +241,7 @@ def summarise(results) -> dict:
         "barge_in_200ms": round(float(np.mean(barge)), 4) if barge else None, "barge_in_n": len(barge),
         "response_gap_ms_p50": pct(gaps, 50), "response_gap_ms_p95": pct(gaps, 95),
         "responded": round(len(gaps) / len(all_turns), 4) if all_turns else None,
+        "talked_over": round(float(np.mean(over)), 4) if over else None,
         "step_ms_p50": pct(steps, 50), "step_ms_p95": pct(steps, 95),
         "frame_ms_p50": pct(frames, 50), "frame_ms_p95": pct(frames, 95),
     }
@@ -329,6 +337,9 @@ def main(argv=None) -> int:
     p.add_argument("--respond_after", type=int,
                    help="context.respond_after_frames: endpointing, frames of waiting before the agent's next "
                         "text token must be a word (-1: off; default: config.ContextConfig)")
+    p.add_argument("--endpoint_word_prob", type=float, help="context.endpoint_word_prob: the early endpoint's "
+                   "threshold on the model's P(word) (0: off)")
+    p.add_argument("--endpoint_quiet", type=int, help="context.endpoint_quiet_frames: the early endpoint's silence")
     p.add_argument("--context_frames", type=int, help="the temporal transformer's attention window while "
                    "streaming (s2s.context_frames; default: the model's config)")
     p.add_argument("--seed", type=int, default=0)
@@ -357,6 +368,10 @@ def main(argv=None) -> int:
         model.config.context.respond_after_frames = args.respond_after
     if args.context_frames is not None:
         model.cfg.context_frames = args.context_frames
+    if args.endpoint_word_prob is not None:
+        model.config.context.endpoint_word_prob = args.endpoint_word_prob
+    if args.endpoint_quiet is not None:
+        model.config.context.endpoint_quiet_frames = args.endpoint_quiet
     codec = telugu_codec_fixed.load(args.codec)
     if args.checkpoint is None or Path(args.checkpoint).suffix != ".pt":
         s2s.warn_codec_mismatch(args.checkpoint or s2s.SHIPPED, args.codec or telugu_codec_fixed.SHIPPED)
@@ -394,7 +409,9 @@ def main(argv=None) -> int:
               "oracle_transcript": args.oracle_transcript,
               "sampling": {**{k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
                            "text_word_temperature": model.cfg.text_word_temperature,
-                           "respond_after_frames": model.config.context.respond_after_frames},
+                           "respond_after_frames": model.config.context.respond_after_frames,
+                           "endpoint_word_prob": model.config.context.endpoint_word_prob,
+                           "endpoint_quiet_frames": model.config.context.endpoint_quiet_frames},
               "context_frames": model.cfg.context_frames,
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "per_intent": by_intent(results), "targets": TARGETS}
@@ -410,7 +427,7 @@ def main(argv=None) -> int:
                                    args.text_temperature if args.text_temperature is not None else args.temperature))
         report.update(text_forced(model, codec, bank, tokenizer, 4 * args.text_dialogues, args.split, args.seed))
     report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
-                           "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms")} for t in r["turns"]]}
+                           "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms", "talked_over")} for t in r["turns"]]}
                           for r in results[:5]]
     print(table(report))
     if "text_answer_accuracy" in report:

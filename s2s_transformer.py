@@ -603,6 +603,7 @@ class StepOutput:
     user_text_id: int
     user_text_piece: str
     logits: dict = field(default_factory=dict, repr=False)  # user_text [V], agent_text [V], agent_codes [K, card]
+    agent_word_prob: float = 0.0  # 1 - P(PAD) of this step's agent text: the model's wish to speak now
 
 
 def sample(logits, temperature: float, top_k: int, generator: torch.Generator | None) -> int:
@@ -812,7 +813,8 @@ class StreamingGenerator:
         piece = self.tokenizer.piece if self.tokenizer is not None else (lambda i: "")
         return StepOutput(s, frame_codes, text_id, piece(text_id), user_id, piece(user_id),
                           {"user_text": user_logits, "agent_text": agent_logits,
-                           "agent_codes": torch.stack(code_logits)})
+                           "agent_codes": torch.stack(code_logits)},
+                          1.0 - float(torch.softmax(agent_logits.float(), dim=-1)[self.pad_id]))
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -900,7 +902,7 @@ def converse(model: S2SModel, codec, user_pcm, voice=None, context_cfg=None, tem
             agent_frame = silent
         t2 = time.perf_counter()
         res = cm.update(frame, agent_frame, out.user_text_piece, out.agent_text_piece,
-                        {"step_ms": (t1 - t0) * 1000, "frame_ms": (t2 - t0) * 1000})
+                        {"step_ms": (t1 - t0) * 1000, "frame_ms": (t2 - t0) * 1000}, out.agent_word_prob)
         if res.mute_agent:
             agent_frame = silent
             gen.silence(1)  # the next frame too: PAD text and silence codes, fed back as its own

@@ -371,7 +371,7 @@ class Conversation:
         compute_ms = (time.perf_counter() - t0) * 1000
         cpu_ms = (time.thread_time() - cpu0) * 1000
         res = self.ctx.update(pcm, agent, out.user_text_piece, out.agent_text_piece,
-                              {"compute_ms": compute_ms, "cpu_ms": cpu_ms})
+                              {"compute_ms": compute_ms, "cpu_ms": cpu_ms}, out.agent_word_prob)
         barge_in = "barge_in" in res.events
         if barge_in:
             # The model hears itself go quiet (forced PAD text and silence codes) and yields.

@@ -131,32 +131,159 @@ class Upsample(nn.Module):
 
 class ISTFTHead(nn.Module):
     """Predicts log-magnitude and phase of a 2*hop-sample frame per step; inverse FFT, Hann window,
-    overlap-add. Hann at 50 % overlap sums to one, so no envelope division is needed."""
+    overlap-add. Hann at 50 % overlap sums to one, so no envelope division is needed.
 
-    def __init__(self, channels: int, hop: int):
+    noise=True (beside a HarmonicHead): the predicted phase is replaced by a fixed pseudo-random
+    one per frame, so this head can only make noise shaped by its magnitudes (DDSP's filtered
+    noise) and the voiced, periodic part must come from the harmonic oscillator. The frame counter
+    that indexes the random phases is kept in the stream state."""
+
+    PHASES = 1009  # frames of random phase before the pattern repeats (10 s; prime)
+
+    def __init__(self, channels: int, hop: int, noise: bool = False):
         super().__init__()
         self.hop = hop
         self.n_fft = 2 * hop
+        self.noise = noise
         self.act = Snake(channels)
         self.proj = CausalConv1d(channels, self.n_fft + 2, 1, init_scale=0.1)
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        if noise:
+            g = torch.Generator().manual_seed(0)
+            self.register_buffer("random_phase", 2 * math.pi * torch.rand(self.PHASES, hop + 1, generator=g),
+                                 persistent=False)
         self.key = ""
 
     def forward(self, x, state=None):
         log_mag, phase = self.proj(self.act(x), state).chunk(2, dim=1)  # [B, n_fft/2+1, N] each
+        B, N = x.shape[0], x.shape[-1]
+        prev = torch.zeros(B, 1, self.hop + int(self.noise), device=x.device) if state is None else state[self.key]
+        if self.noise:
+            start = int(prev[0, 0, -1].item())  # frames decoded so far in this stream
+            idx = (start + torch.arange(N, device=x.device)) % self.PHASES
+            phase = self.random_phase[idx].T.unsqueeze(0)  # [1, bins, N]
         mag = torch.exp(log_mag.clamp(max=8.0))
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=1).transpose(1, 2) * self.window  # [B, N, n_fft]
         first, second = frames[..., : self.hop], frames[..., self.hop:]
         # Output region k = second half of frame k-1 + first half of frame k.
-        prev = torch.zeros_like(second[:, :1]) if state is None else state[self.key]
-        out = first + torch.cat([prev, second[:, :-1]], dim=1)
+        out = first + torch.cat([prev[..., :self.hop], second[:, :-1]], dim=1)
         if state is not None:
-            state[self.key] = second[:, -1:]
-        return out.reshape(x.shape[0], 1, -1)
+            tail = second[:, -1:]
+            if self.noise:
+                tail = torch.cat([tail, torch.full((B, 1, 1), float((start + N) % self.PHASES), device=x.device)], dim=-1)
+            state[self.key] = tail
+        return out.reshape(B, 1, -1)
 
     def init_state(self, batch: int, device=None) -> torch.Tensor:
-        return torch.zeros(batch, 1, self.hop, device=device)
+        return torch.zeros(batch, 1, self.hop + int(self.noise), device=device)
+
+
+class HarmonicHead(nn.Module):
+    """Voiced speech as harmonics of a predicted F0, added to the iSTFT head's output (DDSP's
+    harmonic oscillator, Engel et al. 2020; NSF's source for a neural filter).
+
+    Why: the iSTFT frames are 20 ms with a 10 ms hop, so a sinusoid stays continuous across frames
+    only if its phase advances by 2*pi*f*hop/sr from one frame to the next. Mel losses do not teach
+    that; with constant phases only multiples of 100 Hz come out whole, and without a GAN every
+    voice was decoded at a 100 Hz (male) or 200 Hz (female) buzz. Here the phase is integrated from
+    F0 sample by sample, so any pitch is continuous by construction; F0 is taught directly
+    (`f0_loss` against `yin_f0` of the input) and the mel loss shapes the harmonic amplitudes.
+
+    Per 10 ms control step: F0 (fmin..fmax, log scale), a loudness and a distribution over
+    n harmonics. Output region k (the iSTFT head's region k) glides from control k-1 to control k,
+    so both heads lag the input by the same hop. Stream state: last F0, last amplitudes, phase."""
+
+    def __init__(self, channels: int, hop: int, sample_rate: int, n_harmonics: int,
+                 fmin: float = 50.0, fmax: float = 500.0):
+        super().__init__()
+        self.hop, self.sr, self.n = hop, sample_rate, n_harmonics
+        self.fmin, self.fmax = fmin, fmax
+        self.act = Snake(channels)
+        self.proj = CausalConv1d(channels, 2 + n_harmonics, 1, init_scale=0.1)
+        self.register_buffer("ramp", torch.arange(1, hop + 1) / hop, persistent=False)
+        self.register_buffer("k", torch.arange(1, n_harmonics + 1).float().view(1, -1, 1), persistent=False)
+        self.key = ""
+        self.last_f0 = None  # [B, N] of the last forward: train_codec_dac.py's F0 loss reads it
+        # Training only: the true F0 [B, N] (0: unvoiced, or not forced), played instead of the
+        # predicted one (DDSP trains on the true F0). Without it the mel loss silences the
+        # harmonics while their predicted pitch is still wrong, and they never get a start.
+        self.teacher_f0 = None
+
+    def controls(self, x, state=None):
+        r = self.proj(self.act(x), state)  # [B, 2 + n, N]
+        f0 = self.fmin * (self.fmax / self.fmin) ** torch.sigmoid(r[:, 0])  # [B, N]
+        loud = F.softplus(r[:, 1])  # starts at speech level: a quiet start lets the noise branch take all
+        amps = loud.unsqueeze(1) * torch.softmax(r[:, 2:], dim=1)  # [B, n, N]
+        return f0, amps
+
+    def forward(self, x, state=None):
+        f0, amps = self.controls(x, state)
+        self.last_f0 = f0
+        if self.teacher_f0 is not None:
+            f0 = torch.where(self.teacher_f0 > 0, self.teacher_f0.to(f0.dtype), f0)
+        B, N = f0.shape
+        prev = torch.zeros(B, 2 + self.n, device=x.device, dtype=torch.float64) if state is None else state[self.key]
+        prev_f0, prev_amps = prev[:, :1].to(f0.dtype), prev[:, 2:].to(f0.dtype)
+        f0_prev = torch.cat([prev_f0, f0[:, :-1]], dim=1)  # control k-1 for every region k
+        amps_prev = torch.cat([prev_amps.unsqueeze(-1), amps[..., :-1]], dim=2)
+        w = self.ramp  # [hop]
+        f0_s = (f0_prev.unsqueeze(-1) * (1 - w) + f0.unsqueeze(-1) * w).reshape(B, N * self.hop)
+        amps_s = (amps_prev.unsqueeze(-1) * (1 - w) + amps.unsqueeze(-1) * w).reshape(B, self.n, N * self.hop)
+        # F0 is taught by its own loss; the mel loss only shapes amplitudes (its gradient through a
+        # phase is a wrapped, oscillating one, which DDSP found does not find the pitch).
+        # float64: a chunked stream and one offline pass must integrate to the same phase.
+        phase64 = prev[:, 1:2].double() + torch.cumsum(2 * math.pi * f0_s.detach().double() / self.sr, dim=1)
+        phase64 = torch.remainder(phase64, 2 * math.pi)
+        phase = phase64.to(f0_s.dtype)  # [B, T]
+        audible = (self.k * f0_s.detach().unsqueeze(1) < 0.48 * self.sr).to(amps_s.dtype)  # below Nyquist
+        out = (amps_s * audible * torch.sin(self.k * phase.unsqueeze(1))).sum(dim=1, keepdim=True)
+        if state is not None:  # float64, like the phase it carries
+            state[self.key] = torch.cat([f0[:, -1:].double(), phase64[:, -1:], amps[..., -1].double()], dim=1)
+        return out
+
+    def init_state(self, batch: int, device=None) -> torch.Tensor:
+        return torch.zeros(batch, 2 + self.n, device=device, dtype=torch.float64)
+
+
+def yin_f0(pcm, sample_rate: int, hop: int, fmin: float = 60.0, fmax: float = 500.0,
+           win: int = 960, threshold: float = 0.3):
+    """F0 (Hz) of pcm [B, T] every `hop` samples, frame k centred on sample k*hop; 0 where
+    unvoiced. YIN (de Cheveigne and Kawahara 2002): the first lag whose cumulative-mean-normalised
+    difference dips under `threshold`, refined to the local minimum. Batched torch, for the
+    harmonic head's F0 loss; good on clean speech, as every training target here is."""
+    B, T = pcm.shape
+    n = T // hop
+    tmin, tmax = int(sample_rate / fmax), int(sample_rate / fmin)
+    L = win + tmax
+    x = F.pad(pcm.float(), (win // 2, win // 2 + tmax + hop))
+    frames = x.unfold(-1, L, hop)[:, :n]  # [B, n, L]
+    a = frames[..., :win]
+    nfft = 1 << (L + win - 1).bit_length()
+    corr = torch.fft.irfft(torch.fft.rfft(frames, nfft).mul(torch.fft.rfft(a, nfft).conj()), nfft)[..., :tmax + 1]
+    cs = F.pad(torch.cumsum(frames ** 2, dim=-1), (1, 0))
+    lags = torch.arange(tmax + 1, device=pcm.device)
+    e_tau = cs[..., lags + win] - cs[..., lags]
+    d = (cs[..., win:win + 1] + e_tau - 2 * corr).clamp(min=0)  # [B, n, tmax+1]
+    cmnd = d[..., 1:] * lags[1:] / torch.cumsum(d[..., 1:], dim=-1).clamp(min=1e-8)  # lag 1..tmax
+    cmnd = cmnd[..., tmin - 1:]  # lags tmin..tmax
+    below = cmnd < threshold
+    first = torch.where(below.any(-1), below.float().argmax(-1), torch.zeros_like(below[..., 0], dtype=torch.long))
+    span = 24  # the dip's minimum is within a few lags of its first sample under the threshold
+    idx = (first.unsqueeze(-1) + torch.arange(span, device=pcm.device)).clamp(max=cmnd.shape[-1] - 1)
+    best = first + torch.gather(cmnd, -1, idx).argmin(-1)
+    f0 = sample_rate / (best + tmin).float()
+    loud = a.pow(2).mean(-1) > 1e-5  # about -50 dBFS
+    return torch.where(below.any(-1) & loud, f0, torch.zeros_like(f0))
+
+
+def f0_loss(pred_f0, pcm, sample_rate: int, hop: int):
+    """Mean |log2(pred / target)| (octaves) over the control steps YIN finds voiced."""
+    target = yin_f0(pcm.reshape(pcm.shape[0], -1), sample_rate, hop)[:, :pred_f0.shape[1]]
+    voiced = target > 0
+    if not voiced.any():
+        return pred_f0.sum() * 0.0
+    return torch.log2(pred_f0[:, :target.shape[1]][voiced] / target[voiced]).abs().mean()
 
 
 # --- quantizer -----------------------------------------------------------------------------------
@@ -283,13 +410,15 @@ class Decoder(nn.Module):
             layers += [Stage(ch[i + 1], cfg.res_units, cfg.kernel_sizes[i + 1]), Upsample(ch[i + 1], ch[i], cfg.strides[i])]
         layers += [Stage(ch[0], cfg.res_units, cfg.kernel_sizes[0])]
         self.layers = nn.ModuleList(layers)
-        self.head = ISTFTHead(ch[0], cfg.patch_size)
+        self.head = ISTFTHead(ch[0], cfg.patch_size, noise=cfg.harmonics > 0)
+        self.harmonic = HarmonicHead(ch[0], cfg.patch_size, cfg.sample_rate, cfg.harmonics) if cfg.harmonics else None
 
     def forward(self, z, state=None):  # [B, latent, T] -> [B, 1, T * frame_size]
         x = self.inp(z, state)
         for layer in self.layers:
             x = layer(x, state)
-        return self.head(x, state)
+        y = self.head(x, state)
+        return y if self.harmonic is None else y + self.harmonic(x, state)
 
 
 class Codec(nn.Module):
@@ -305,7 +434,7 @@ class Codec(nn.Module):
         self.decoder = Decoder(cfg)
         self._stateful = []
         for name, m in self.named_modules():
-            if isinstance(m, (CausalConv1d, ISTFTHead)):
+            if isinstance(m, (CausalConv1d, ISTFTHead, HarmonicHead)):
                 m.key = name
                 self._stateful.append(m)
 

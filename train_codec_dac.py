@@ -32,7 +32,7 @@ import train_utils as tu
 from audio_io import ManifestIndex, load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, to_dict
 from discriminator_dac import Discriminator, MultiScaleMelLoss, PhaseLoss, discriminator_loss, generator_losses
-from telugu_codec_fixed import Codec
+from telugu_codec_fixed import Codec, f0_loss, yin_f0
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -166,9 +166,13 @@ def main(argv=None):
         if rt.is_main:
             print(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
     elif args.init:
-        model.load_state_dict(tu.load_safetensors(args.init))
+        # A codec from before the harmonic head (codec.harmonics) starts it from scratch.
+        missing, unexpected = model.load_state_dict(tu.load_safetensors(args.init), strict=False)
+        if unexpected or any(not k.startswith("decoder.harmonic.") for k in missing):
+            raise SystemExit(f"error: {args.init} does not fit this codec config: missing {missing}, "
+                             f"unexpected {unexpected}")
         if rt.is_main:
-            print(f"initialised the codec from {args.init}")
+            print(f"initialised the codec from {args.init}" + (" (new: the harmonic head)" if missing else ""))
 
     if args.decoder_only:  # before DDP wraps it: DDP must not expect gradients for frozen weights
         for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
@@ -190,6 +194,20 @@ def main(argv=None):
     total_steps = train.max_steps or steps_per_epoch * train.epochs
     writer = tu.tensorboard(rt, out_dir)
     lw = cfg.loss
+
+    def generate(net, x, vq_mix):
+        """net(x): the codec's training pass; with a harmonic head, a share of the clips play
+        YIN's F0 instead of the predicted one (HarmonicHead.teacher_f0)."""
+        harmonic = model.decoder.harmonic
+        if harmonic is None:
+            return net(x, vq_mix)
+        true_f0 = yin_f0(x.reshape(x.shape[0], -1), model.sample_rate, model.cfg.patch_size)
+        forced = torch.rand(true_f0.shape[0], 1, device=true_f0.device) < lw.f0_teacher_share
+        harmonic.teacher_f0 = true_f0 * forced
+        try:
+            return net(x, vq_mix)
+        finally:
+            harmonic.teacher_f0 = None
 
     def save():
         rng = tu.rng_state(rt)  # every rank's: a collective, so every rank calls save()
@@ -239,11 +257,11 @@ def main(argv=None):
                     for k in range(accum):
                         if accum == 1:
                             with rt.autocast():
-                                passes[k] = gen(xs[k], vq_mix)
+                                passes[k] = generate(gen, xs[k], vq_mix)
                             fake = passes[k][0].float().detach()
                         else:
                             with torch.no_grad(), rt.autocast():
-                                fake = model(xs[k], vq_mix)[0].float()
+                                fake = generate(model, xs[k], vq_mix)[0].float()
                         with tu.sync_gradients(dis, k == accum - 1):
                             with rt.autocast():
                                 loss_d = discriminator_loss(dis(fake), dis(targets[k]))
@@ -258,7 +276,7 @@ def main(argv=None):
                 with tu.sync_gradients(gen, k == accum - 1):
                     if passes[k] is None:
                         with rt.autocast():
-                            passes[k] = gen(xs[k], vq_mix)
+                            passes[k] = generate(gen, xs[k], vq_mix)
                     y, codes, latents, commitment, codebook = passes[k]
                     y = y.float()
                     loss_mel = mel_loss(y, targets[k])
@@ -267,6 +285,10 @@ def main(argv=None):
                         loss_wave = (y - targets[k]).abs().mean()
                         loss = loss + lw.waveform_weight * loss_wave
                         logs["waveform"] += loss_wave.item() / accum
+                    if model.decoder.harmonic is not None:  # the oscillator's pitch, against YIN's
+                        loss_f0 = f0_loss(model.decoder.harmonic.last_f0, xs[k], model.sample_rate, model.cfg.patch_size)
+                        loss = loss + lw.f0_weight * loss_f0
+                        logs["f0_octaves"] += loss_f0.item() / accum
                     if lw.phase_weight > 0:  # phase coherence without a discriminator (cheap on a CPU)
                         loss_phase = phase_loss(y, targets[k])
                         loss = loss + lw.phase_weight * loss_phase

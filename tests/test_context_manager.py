@@ -83,6 +83,39 @@ def test_endpointing_prompts_a_silent_agent_once_per_user_turn():
     assert THINKING in [r.state for r in off] and not any(r.prompt_agent for r in off)
 
 
+def test_early_endpoint_needs_both_silence_and_the_models_wish_to_speak():
+    """Inside the VAD hangover the agent is prompted only where the user has been quiet for
+    endpoint_quiet_frames AND the model gives a word at least endpoint_word_prob: a pause in the
+    request (model quiet) or the model's wish alone over speech never fires it."""
+    cfg = ContextConfig(respond_after_frames=2, endpoint_word_prob=0.2, endpoint_quiet_frames=3)
+
+    def feed(cm, frames):  # frames: (user_on, word_prob)
+        return [cm.update(speech() if u else silence(), silence(), "", "", None, p) for u, p in frames]
+
+    # The request, a 200 ms pause with the model quiet, more request, then the model wants to speak.
+    cm = ContextManager(cfg)
+    res = feed(cm, [(0, 0.0)] * 10 + [(1, 0.9)] * 15 + [(0, 0.01)] * 5 + [(1, 0.0)] * 10 + [(0, 0.0)] * 2
+               + [(0, 0.5)] * 5)
+    prompted = [i for i, r in enumerate(res) if r.prompt_agent]
+    assert prompted and prompted[0] == 10 + 15 + 5 + 10 + 2  # the first wish after 3 quiet frames
+    assert all(r.state == LISTENING for r in res[prompted[0]:])  # inside the hangover: early, not late
+    # The agent's first word disarms it.
+    out = [cm.update(silence(), silence(), "", "ఈ" if i == 0 else "", None, 0.5) for i in range(4)]
+    assert not any(r.prompt_agent for r in out)
+
+    # A transcript still growing (the last word's tokens are arriving) holds it back a frame.
+    cm = ContextManager(cfg)
+    feed(cm, [(0, 0.0)] * 10 + [(1, 0.0)] * 15 + [(0, 0.0)] * 2)
+    held = cm.update(silence(), silence(), "రం", "", None, 0.5)
+    assert not held.prompt_agent and cm.update(silence(), silence(), "", "", None, 0.5).prompt_agent
+
+    # Off (endpoint_word_prob 0): the same frames prompt only after the hangover, as before.
+    late = feed(ContextManager(ContextConfig(respond_after_frames=2, endpoint_word_prob=0.0)),
+                [(0, 0.0)] * 10 + [(1, 0.0)] * 15 + [(0, 0.5)] * 20)
+    first = next(i for i, r in enumerate(late) if r.prompt_agent)
+    assert late[first].state == THINKING and first > 10 + 15 + 8
+
+
 def test_barge_in_mutes_agent_within_a_few_frames():
     cm = ContextManager()
     res = run(cm, [(10, 0, 0, "", ""), (20, 0, 1, "", "నమస్కారం"), (15, 1, 1, "ఆపండి", ""), (30, 0, 0, "", "")])

@@ -377,7 +377,7 @@ class ScriptedGenerator:
         quiet = s < self.quiet_until
         codes = None if s < 1 else torch.tensor([0 if quiet else 1])
         return SimpleNamespace(agent_codes=codes, agent_text_piece="" if quiet or s % 5 else " నమస్కారం",
-                               user_text_piece="")
+                               user_text_piece="", agent_word_prob=0.0 if quiet else 1.0)
 
     def silence(self, n):
         self.silence_calls.append((self.step_index, n))
@@ -401,7 +401,16 @@ class ShyGenerator(ScriptedGenerator):
         if word:
             self.talk_until = s + 10
         codes = None if s < 1 else torch.tensor([1 if s < self.talk_until else 0])
-        return SimpleNamespace(agent_codes=codes, agent_text_piece=" సరే" if word else "", user_text_piece="")
+        return SimpleNamespace(agent_codes=codes, agent_text_piece=" సరే" if word else "", user_text_piece="",
+                               agent_word_prob=self.wish)
+
+    wish = 0.0  # the model's P(word) each frame: never enough for the early endpoint
+
+
+class KeenGenerator(ShyGenerator):
+    """Says nothing unprompted but would like to (P(word) 0.5 every frame): the early endpoint
+    prompts it as soon as the user has been quiet for endpoint_quiet_frames."""
+    wish = 0.5
 
 
 class ScriptedS2S:
@@ -464,20 +473,40 @@ def test_barge_in_flushes_the_client_and_the_model_yields(serve):
     assert st.server.metrics.barge_ins == 1
 
 
+QUIET = (1e-4 * np.random.default_rng(1).standard_normal(12000)).astype(np.float32)  # a quiet room
+LOUD = (0.2 * np.sin(2 * np.pi * 300 * np.arange(24000) / 24000)).astype(np.float32)  # 1 s request
+
+
+def one_request(serve, generator):
+    """A quiet room, a 1 s request, 1.5 s of quiet, through a server whose model is `generator`:
+    (events, the generator, the context config)."""
+    s2s = ScriptedS2S(generator)
+    models = server_mod.Models(ScriptedCodec(), s2s, None, {v: {"gender": "", "embedding": None} for v in VOICES})
+    st = serve(models=models)
+    events = run(lockstep(st, np.concatenate([QUIET, LOUD, QUIET, QUIET, QUIET])))
+    return events, s2s.generators[0], st.server.cfg.context
+
+
+def test_a_model_that_wants_to_answer_is_prompted_before_the_vad_hangover(serve):
+    """The early endpoint end to end: the model's P(word) (StepOutput.agent_word_prob) reaches
+    the ContextManager, which prompts it endpoint_quiet_frames after the user's last loud frame,
+    long before the hangover would; never while the user speaks or before the user has spoken."""
+    events, gen, cfg = one_request(serve, KeenGenerator)
+    first_quiet = -(-(len(QUIET) + len(LOUD)) // FS)  # the first frame with no speech in it
+    # decided on the endpoint_quiet_frames-th quiet frame; the prompt applies to the next step
+    assert gen.prompt_calls == [first_quiet + cfg.endpoint_quiet_frames], gen.prompt_calls
+    assert gen.prompt_calls[0] < first_quiet + cfg.vad_hangover_frames
+    audio = [a for _, a in events if isinstance(a, np.ndarray)]
+    assert np.abs(np.concatenate(audio[gen.prompt_calls[0] + 2:gen.prompt_calls[0] + 8])).max() > 1000  # heard
+
+
 def test_a_silent_agent_is_prompted_to_answer_when_the_user_finishes(serve):
     """Endpointing end to end: the user speaks and stops; a model that would stay quiet is told
     (gen.prompt_answer) respond_after_frames after the turn ended, and its answer is heard."""
-    s2s = ScriptedS2S(ShyGenerator)
-    models = server_mod.Models(ScriptedCodec(), s2s, None, {v: {"gender": "", "embedding": None} for v in VOICES})
-    st = serve(models=models)
-    cfg = st.server.cfg.context
-    quiet = (1e-4 * np.random.default_rng(1).standard_normal(12000)).astype(np.float32)
-    loud = (0.2 * np.sin(2 * np.pi * 300 * np.arange(24000) / 24000)).astype(np.float32)
-    events = run(lockstep(st, np.concatenate([quiet, loud, quiet, quiet, quiet])))
+    events, gen, cfg = one_request(serve, ShyGenerator)
     audio = [a for _, a in events if isinstance(a, np.ndarray)]
     states = [(i, m["state"]) for i, m in events if isinstance(m, dict) and m["type"] == "state"]
-    gen = s2s.generators[0]
-    speech_end = (len(quiet) + len(loud)) // FS  # the first quiet frame after the user's turn
+    speech_end = (len(QUIET) + len(LOUD)) // FS  # the first quiet frame after the user's turn
     thinking = next(i for i, s in states if s == "thinking")
     assert speech_end <= thinking <= speech_end + cfg.vad_hangover_frames + 1
     assert gen.prompt_calls == [thinking + cfg.respond_after_frames + 1], (gen.prompt_calls, states)

@@ -147,3 +147,28 @@ def test_time_box_stops_and_exports(tmp_path):
     assert "done at step" in r.stdout and (tmp_path / "t" / "codec.safetensors").exists()
     step = int(r.stdout.split("done at step ")[1].split()[0])
     assert 0 < step < 1000000
+
+
+def test_harmonic_head_joins_a_shipped_codec_decoder_only(tmp_path):
+    """--set codec.harmonics=N --decoder_only --init <a codec without one>: the harmonic head
+    starts fresh beside the pretrained decoder, the codes stay the same, its F0 loss and the
+    teacher-forced F0 run in both the GAN and the generator passes, and the export carries it."""
+    from safetensors.torch import load_file
+
+    import train_s2s
+    data = make_corpus(tmp_path / "data")
+    common = ["--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY]
+    assert run(*common, "--max_steps", "2", "--out_dir", str(tmp_path / "a")).returncode == 0
+    r = run(*common, "--max_steps", "3", "--set", "loss.gan_start_step=0", "--set", "codec.harmonics=8",
+            "--decoder_only", "--out_dir", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "codec.safetensors"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "(new: the harmonic head)" in r.stdout
+    a, b = load_file(str(tmp_path / "a" / "codec.safetensors")), load_file(str(tmp_path / "b" / "codec.safetensors"))
+    assert any(k.startswith("decoder.harmonic.") for k in b) and not any(k.startswith("decoder.harmonic.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "quantizer.")) and not k.endswith("usage"))
+    assert train_s2s.codec_hash(tmp_path / "a" / "codec.safetensors") == \
+        train_s2s.codec_hash(tmp_path / "b" / "codec.safetensors")
+    # A config that does not fit the weights is refused, not half-loaded.
+    bad = run(*common, "--max_steps", "1", "--set", "codec.latent_dim=64", "--decoder_only",
+              "--out_dir", str(tmp_path / "c"), "--init", str(tmp_path / "a" / "codec.safetensors"))
+    assert bad.returncode != 0

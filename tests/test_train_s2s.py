@@ -182,8 +182,11 @@ def test_eval_writes_every_metric(world, tmp_path):
     report = json.loads(report_path.read_text())
     assert set(report["per_voice"]) == {"lakshmi", "ravi"}
     for key in ("answer_accuracy", "user_cer", "voice_match", "round_trip_cer", "barge_in_200ms",
-                "response_gap_ms_p50", "response_gap_ms_p95", "responded", "step_ms_p50", "frame_ms_p50"):
+                "response_gap_ms_p50", "response_gap_ms_p95", "responded", "talked_over", "step_ms_p50", "frame_ms_p50"):
         assert key in report["all"], key
+    talked = report["all"]["talked_over"]
+    assert talked is None or 0 <= talked <= 1
+    assert report["sampling"]["endpoint_word_prob"] == 0.03 and report["sampling"]["endpoint_quiet_frames"] == 2
     assert report["all"]["turns_scored"] == 4 and report["all"]["step_ms_p50"] > 0
     per_intent = report["per_intent"]  # the same scored turns, split by intent
     assert sum(row["turns"] for row in per_intent.values()) == 4
