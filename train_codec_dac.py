@@ -195,13 +195,15 @@ def main(argv=None):
     writer = tu.tensorboard(rt, out_dir)
     lw = cfg.loss
 
-    def generate(net, x, vq_mix):
+    f0_targets = {}  # micro-batch k -> YIN's F0 of its clips, computed once for teacher and loss
+
+    def generate(net, x, vq_mix, k):
         """net(x): the codec's training pass; with a harmonic head, a share of the clips play
         YIN's F0 instead of the predicted one (HarmonicHead.teacher_f0)."""
         harmonic = model.decoder.harmonic
         if harmonic is None:
             return net(x, vq_mix)
-        true_f0 = yin_f0(x.reshape(x.shape[0], -1), model.sample_rate, model.cfg.patch_size)
+        true_f0 = f0_targets[k] = yin_f0(x.reshape(x.shape[0], -1), model.sample_rate, model.cfg.patch_size)
         forced = torch.rand(true_f0.shape[0], 1, device=true_f0.device) < lw.f0_teacher_share
         harmonic.teacher_f0 = true_f0 * forced
         try:
@@ -257,11 +259,11 @@ def main(argv=None):
                     for k in range(accum):
                         if accum == 1:
                             with rt.autocast():
-                                passes[k] = generate(gen, xs[k], vq_mix)
+                                passes[k] = generate(gen, xs[k], vq_mix, k)
                             fake = passes[k][0].float().detach()
                         else:
                             with torch.no_grad(), rt.autocast():
-                                fake = generate(model, xs[k], vq_mix)[0].float()
+                                fake = generate(model, xs[k], vq_mix, k)[0].float()
                         with tu.sync_gradients(dis, k == accum - 1):
                             with rt.autocast():
                                 loss_d = discriminator_loss(dis(fake), dis(targets[k]))
@@ -276,7 +278,7 @@ def main(argv=None):
                 with tu.sync_gradients(gen, k == accum - 1):
                     if passes[k] is None:
                         with rt.autocast():
-                            passes[k] = generate(gen, xs[k], vq_mix)
+                            passes[k] = generate(gen, xs[k], vq_mix, k)
                     y, codes, latents, commitment, codebook = passes[k]
                     y = y.float()
                     loss_mel = mel_loss(y, targets[k])
@@ -286,7 +288,7 @@ def main(argv=None):
                         loss = loss + lw.waveform_weight * loss_wave
                         logs["waveform"] += loss_wave.item() / accum
                     if model.decoder.harmonic is not None:  # the oscillator's pitch, against YIN's
-                        loss_f0 = f0_loss(model.decoder.harmonic.last_f0, xs[k], model.sample_rate, model.cfg.patch_size)
+                        loss_f0 = f0_loss(model.decoder.harmonic.last_f0, f0_targets[k])
                         loss = loss + lw.f0_weight * loss_f0
                         logs["f0_octaves"] += loss_f0.item() / accum
                     if lw.phase_weight > 0:  # phase coherence without a discriminator (cheap on a CPU)

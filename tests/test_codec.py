@@ -190,4 +190,4 @@ def test_harmonic_head_plays_the_pitch_it_predicts():
             y = head(torch.zeros(1, 8, 60))  # 0.6 s
             got = yin_f0(y.view(1, -1), 24000, 240)[0, 10:-5]
             assert (got > 0).all() and (1200 * torch.log2(got / hz).abs()).max() < 20
-            assert f0_loss(head.last_f0, y, 24000, 240) < 0.02
+            assert f0_loss(head.last_f0, yin_f0(y.view(1, -1), 24000, 240)) < 0.02
