@@ -11,6 +11,8 @@
 
 Timing (seconds of dialogue time, 24 kHz):
   - the agent starts RESPONSE_GAP after the user's last word ends, never while the user speaks;
+  - P_HESITATE of the longer requests pause for HESITATION between two of their words ("ఈ రోజు ...
+    తేదీ ఎంత?"); the agent waits the pause out, so it learns to tell a pause from an end;
   - TURN_PAUSE separates an answer from the next request;
   - a backchannel ("ఊ", "అవును", ...) falls in a pause of the agent's answer and does not stop it;
   - an interruption: the user's next request starts while the agent speaks (onset = the request's
@@ -54,12 +56,14 @@ import dialogue_domain as domain
 import telugu_tts
 from config import ROOT, AudioConfig
 
-FORMAT_VERSION = 2  # bump when the rendering changes: old dialogues are then rebuilt
+FORMAT_VERSION = 3  # bump when the rendering changes: old dialogues are then rebuilt
 SPLITS = {"train": ("train", "train"), "heldout_val": ("heldout", "val"), "heldout_test": ("heldout", "test")}
 FRAME_S = AudioConfig().frame_ms / 1000
 
 LEAD = (0.3, 1.0)  # silence before the first request
-RESPONSE_GAP = (0.2, 0.6)  # end of the user's last word -> the agent's first word
+RESPONSE_GAP = (0.1, 0.4)  # end of the user's last word -> the agent's first word (v2: 0.2-0.6)
+HESITATION = (0.25, 0.7)  # a pause inside a request: longer than the early endpoint's 80 ms of quiet
+P_HESITATE = 0.2  # share of requests of 3+ words with one such pause
 TURN_PAUSE = (0.4, 1.5)  # end of an answer -> the next request
 TAIL = (0.5, 1.0)  # silence after the last utterance
 YIELD_DELAY = (0.08, 0.12)  # interruption onset -> agent silent: 2-3 frames of 40 ms
@@ -130,6 +134,15 @@ def plan_dialogue(split: str, index: int, seed: int = 0, augment: bool = True, s
         if turn.intent not in ("stop", "repeat", "didnt_understand"):
             context.previous_answer = turn.agent_text
         k += 1
+    # Pauses inside requests come from their own stream, so the rest of the plan (intents,
+    # phrasings, slot values) is what it was before they existed.
+    hrng = random.Random(f"hesitate:{key}")
+    for turn in turns:
+        n_words = len(turn["user_text"].split())
+        turn["hesitation"] = None
+        if n_words >= 3 and hrng.random() < P_HESITATE:
+            turn["hesitation"] = {"after_words": hrng.randint(1, n_words - 1),
+                                  "pause_s": round(hrng.uniform(*HESITATION), 3)}
     params = augment_lib.sample_params(np.random.default_rng(dialogue_seed), strength) if augment else None
     spec = {"id": f"{split}_{index:06d}", "split": split, "seed": dialogue_seed, "user_voice": user_voice,
             "agent_voice": agent_voice, "agent_name": domain.AGENT_NAMES.get(agent_voice, agent_voice),
@@ -195,6 +208,26 @@ def agent_answer(out_dir: Path, voice: telugu_tts.Voice, text: str) -> dict:
             "duration": round(len(pcm) / audio_io.SAMPLE_RATE, 3)}
     _write_json(sidecar, meta)  # written last: a sidecar means the clip is complete
     return meta
+
+
+def hesitate(pcm: np.ndarray, words: list[dict], after_words: int, pause_s: float, sr: int):
+    """Insert pause_s of silence between word after_words-1 and word after_words (midway in the
+    gap between them, with short fades so the cut does not click). Returns (pcm, words)."""
+    if len(words) < 2:
+        return pcm, words
+    k = min(max(1, after_words), len(words) - 1)
+    cut = int(round(0.5 * (words[k - 1]["end"] + words[k]["start"]) * sr))
+    n, f = int(round(pause_s * sr)), int(_FADE_S * sr)
+    head, tail = pcm[:cut].copy(), pcm[cut:].copy()
+    head[-f:] *= np.linspace(1, 0, len(head[-f:]), dtype=np.float32)
+    tail[:f] *= np.linspace(0, 1, len(tail[:f]), dtype=np.float32)
+    return np.concatenate([head, np.zeros(n, np.float32), tail]), pause_words(words, k, n / sr)
+
+
+def pause_words(words: list[dict], k: int, pause_s: float) -> list[dict]:
+    """The word timings with words k.. moved pause_s later (a pause after the k-th word)."""
+    return [dict(w) if i < k else {**w, "start": round(w["start"] + pause_s, 3), "end": round(w["end"] + pause_s, 3)}
+            for i, w in enumerate(words)]
 
 
 def _run_answers(task):
@@ -303,7 +336,7 @@ def layout(spec: dict, user_clips: list, backchannel_clips: dict, agent_clips: l
         tl.place(0, u_pcm, onset - u_words[0]["start"])
         user_utt = _utterance("user", "request", k, turn["user_text"], _shift(u_words, onset - u_words[0]["start"]),
                               turn, interrupts=pending_onset is not None, phrasing=turn["phrasing"],
-                              heldout=turn["heldout"])
+                              heldout=turn["heldout"], hesitation=turn.get("hesitation"))
         utterances.append(user_utt)
         pending_onset = None
 
@@ -368,12 +401,14 @@ def render_dialogue(out_dir: Path, spec: dict, store_dry: bool = True) -> dict:
     params = spec["augment"] or {}
     tempo = {"tempo": params["tempo"]} if "tempo" in params else {}
 
-    def user_clip(text):
+    def user_clip(text, hesitation=None):
         pcm, words = speak(text, user_voice)
         pcm, words = augment_lib.apply(pcm, sr, tempo, words) if tempo else (pcm, words)
+        if hesitation:
+            pcm, words = hesitate(pcm, words, hesitation["after_words"], hesitation["pause_s"], sr)
         return pcm, words
 
-    user_clips = [user_clip(t["user_text"]) for t in spec["turns"]]
+    user_clips = [user_clip(t["user_text"], t.get("hesitation")) for t in spec["turns"]]
     backchannels = {k: (*user_clip(t["backchannel"]), t["backchannel"])
                     for k, t in enumerate(spec["turns"]) if t["backchannel"]}
     agent_clips = []
@@ -529,6 +564,7 @@ def build(out_dir, n_dialogues: int, split: str = "train", workers: int = 2, see
         "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
         "interruptions": sum(r["n_interruptions"] for r in rows),
         "backchannels": sum(u["kind"] == "backchannel" for m in metas for u in m["utterances"]),
+        "hesitations": sum(bool(u.get("hesitation")) for m in metas for u in m["utterances"]),
         "intents": dict(sorted(Counter(t["intent"] for t in turns).items())),
         "distinct_user_texts": len({t["user_text"] for t in turns}),
         "distinct_agent_texts": len(texts), "agent_answer_clips": len(answer_rows),

@@ -19,6 +19,7 @@ ContextManager with barge-in), with the dialogue's agent voice. Per agent voice:
     response_gap_ms   end of a request's last word to the agent's first audio after it (p50, p95),
                       and responded: the share of requests answered with any audio before the next
     talked_over       requests the agent, quiet when they began, spoke over before their end
+                      (talked_over_pause: the same over the requests with a pause inside them)
     step_ms           the generator's step per frame on one thread (frame_ms: with the codec's
                       streaming decoder)
 
@@ -87,7 +88,7 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
                       "scored": not ref_turn["interrupted"],
                       "correct": bool(domain.is_correct(u["intent"], u["slots"], said)) if said else False,
                       "gap_ms": None if onset is None else round(max(0.0, onset * frame_s - u["end"]) * 1000),
-                      "talked_over": over})
+                      "talked_over": over, "hesitation": bool(u.get("hesitation"))})
     barge = []
     for it in meta.get("interruptions", []):
         f0 = _frames(it["onset"], frame_s)
@@ -230,6 +231,8 @@ def summarise(results) -> dict:
     frames = [x for r in results for x in r["frame_ms"]]
     voice = [r["voice_match"] for r in results if "voice_match" in r]
     over = [t["talked_over"] for t in all_turns if t.get("talked_over") is not None]
+    # Requests with a pause inside (dialogue_corpus.HESITATION): did the agent wait it out?
+    over_pause = [t["talked_over"] for t in all_turns if t.get("talked_over") is not None and t.get("hesitation")]
     pct = lambda xs, q: round(float(np.percentile(xs, q)), 1) if xs else None
     return {
         "dialogues": len(results), "turns_scored": len(turns),
@@ -242,6 +245,8 @@ def summarise(results) -> dict:
         "response_gap_ms_p50": pct(gaps, 50), "response_gap_ms_p95": pct(gaps, 95),
         "responded": round(len(gaps) / len(all_turns), 4) if all_turns else None,
         "talked_over": round(float(np.mean(over)), 4) if over else None,
+        "talked_over_pause": round(float(np.mean(over_pause)), 4) if over_pause else None,
+        "talked_over_pause_n": len(over_pause),
         "step_ms_p50": pct(steps, 50), "step_ms_p95": pct(steps, 95),
         "frame_ms_p50": pct(frames, 50), "frame_ms_p95": pct(frames, 95),
     }
@@ -322,6 +327,8 @@ def main(argv=None) -> int:
     p.add_argument("--speaker_path", help="speaker encoder .safetensors (default: the shipped one)")
     p.add_argument("--voice_bank", help="voice bank JSON (default: beside the speaker encoder)")
     p.add_argument("--dialogues", default=str(ROOT / "data" / "dialogues"), help="dialogue_corpus.py output")
+    p.add_argument("--with_pauses", action="store_true", help="only the dialogues with a pause inside a request "
+                   "(dialogue_corpus.HESITATION): more turns for talked_over_pause")
     p.add_argument("--split", default="heldout_test")
     p.add_argument("--sentences", default=str(ROOT / "data" / "synthetic" / "test.jsonl"),
                    help="sentence manifest for sentence_test_cer ('' to skip)")
@@ -389,7 +396,13 @@ def main(argv=None) -> int:
               "or voice match", file=sys.stderr)
         encoder = None if bank is None else encoder
 
-    dialogues = ts.read_dialogues(args.dialogues, args.split, args.limit or None)
+    dialogues = ts.read_dialogues(args.dialogues, args.split, None if args.with_pauses else args.limit or None)
+    if args.with_pauses:  # turn-taking probe: only dialogues with a pause inside a request
+        dialogues = [d for d in dialogues if any(u.get("hesitation") for u in d["meta"]["utterances"])]
+        dialogues = dialogues[:args.limit] if args.limit else dialogues
+        if not dialogues:
+            raise SystemExit(f"no dialogue in {args.dialogues}/dialogues_{args.split}.jsonl has a pause inside a "
+                             "request (dialogue_corpus.py format 3 and later)")
     if not dialogues:
         raise SystemExit(f"no dialogues in {args.dialogues}/dialogues_{args.split}.jsonl (dialogue_corpus.py)")
     results = []
@@ -405,7 +418,7 @@ def main(argv=None) -> int:
     for r in results:
         by_voice[r["agent_voice"]].append(r)
     report = {"checkpoint": str(args.checkpoint or s2s.SHIPPED), "codec": str(args.codec or telugu_codec_fixed.SHIPPED),
-              "dialogues": args.dialogues, "split": args.split, "threads": args.threads,
+              "dialogues": args.dialogues, "split": args.split, "with_pauses": args.with_pauses, "threads": args.threads,
               "oracle_transcript": args.oracle_transcript,
               "sampling": {**{k: getattr(args, k) for k in ("temperature", "top_k", "text_temperature", "text_top_k", "seed")},
                            "text_word_temperature": model.cfg.text_word_temperature,
@@ -427,7 +440,7 @@ def main(argv=None) -> int:
                                    args.text_temperature if args.text_temperature is not None else args.temperature))
         report.update(text_forced(model, codec, bank, tokenizer, 4 * args.text_dialogues, args.split, args.seed))
     report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
-                           "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms", "talked_over")} for t in r["turns"]]}
+                           "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms", "talked_over", "hesitation")} for t in r["turns"]]}
                           for r in results[:5]]
     print(table(report))
     if "text_answer_accuracy" in report:

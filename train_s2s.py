@@ -93,7 +93,7 @@ class StageSettings:
 def window_note(crop_s: float, frame_rate: float, context_frames: int) -> str | None:
     """Streaming attends over context_frames; training sees crop_s at most. A model that never saw
     that much context hears worse past it (shipped model J, held-out dialogues: user CER 0.61 with
-    a 30 s window against 0.57 with its 10 s crops' length; README "The attention window")."""
+    a 30 s window against 0.57 with its 10 s crops' length; docs/experiments.md, "The attention window")."""
     crop = int(round(crop_s * frame_rate))
     if crop >= context_frames:
         return None
@@ -431,6 +431,9 @@ class TextDialogues(torch.utils.data.Dataset):
             u = self.timed_words(self.request_words(turn, rng), t, rng.uniform(0.85, 1.2), rng)
             if not u:
                 continue
+            h = turn.get("hesitation")  # a pause inside the request, as the rendered corpus has it
+            if h and len(u) > 1:
+                u = c.pause_words(u, min(h["after_words"], len(u) - 1), h["pause_s"])
             a = self.timed_words(turn["agent_text"], u[-1]["end"] + rng.uniform(*c.RESPONSE_GAP),
                                  rng.uniform(0.95, 1.05), rng)
             turns.append({"intent": turn["intent"], "slots": turn["slots"], "agent_text": turn["agent_text"],

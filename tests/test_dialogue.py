@@ -378,3 +378,71 @@ def test_heldout_split_uses_unseen_voices_and_phrasings():
         for t in spec["turns"]:
             assert t["phrasing"] in domain.INTENTS[t["intent"]].heldout_phrasings
     assert dialogue_corpus.plan_dialogue("train", 5, seed=0) == dialogue_corpus.plan_dialogue("train", 5, seed=0)
+
+
+# --- pauses inside requests -----------------------------------------------------------------------
+
+def test_hesitate_inserts_silence_between_two_words_and_shifts_the_rest():
+    rng = np.random.default_rng(0)
+    pcm = (0.3 * rng.standard_normal(SR)).astype(np.float32)  # 1 s of "speech"
+    words = [{"word": "a", "start": 0.1, "end": 0.3}, {"word": "b", "start": 0.4, "end": 0.6},
+             {"word": "c", "start": 0.6, "end": 0.9}]
+    out, shifted = dialogue_corpus.hesitate(pcm, words, 1, 0.5, SR)
+    assert len(out) == len(pcm) + SR // 2
+    assert shifted[0] == words[0] and words[1]["start"] == 0.4  # the input is left alone
+    assert [(w["start"], w["end"]) for w in shifted[1:]] == [(0.9, 1.1), (1.1, 1.4)]
+    cut = int(0.35 * SR)  # midway between "a"'s end and "b"'s start
+    np.testing.assert_array_equal(out[:cut - 200], pcm[:cut - 200])
+    assert not np.any(out[cut:cut + SR // 2])  # the pause is silent
+    np.testing.assert_array_equal(out[cut + SR // 2 + 200:], pcm[cut + 200:])
+    assert abs(out[cut - 1]) < 0.02 and abs(out[cut + SR // 2]) < 0.02  # faded: no click at either edge
+    # after_words is clamped to a gap between two words; one word has none
+    assert dialogue_corpus.hesitate(pcm, words, 9, 0.5, SR)[1][2]["start"] == 1.1
+    assert dialogue_corpus.hesitate(pcm, words[:1], 1, 0.5, SR)[0] is pcm
+
+
+def test_some_longer_requests_pause_inside_and_the_plan_is_otherwise_unchanged():
+    eligible = with_pause = 0
+    for i in range(300):
+        spec = dialogue_corpus.plan_dialogue("train", i, seed=0)
+        for t in spec["turns"]:
+            n = len(t["user_text"].split())
+            h = t["hesitation"]
+            eligible += n >= 3
+            if h:
+                with_pause += 1
+                assert n >= 3 and 1 <= h["after_words"] <= n - 1
+                assert dialogue_corpus.HESITATION[0] <= h["pause_s"] <= dialogue_corpus.HESITATION[1]
+    assert 0.6 * dialogue_corpus.P_HESITATE < with_pause / eligible < 1.4 * dialogue_corpus.P_HESITATE
+    # The pauses have their own random stream: without them the plan draws what it always drew.
+    p = dialogue_corpus.P_HESITATE
+    try:
+        dialogue_corpus.P_HESITATE = 0.0
+        plain = [dialogue_corpus.plan_dialogue("train", i, seed=0) for i in range(20)]
+    finally:
+        dialogue_corpus.P_HESITATE = p
+    for i, spec in enumerate(plain):
+        paused = dialogue_corpus.plan_dialogue("train", i, seed=0)
+        strip = lambda s: [{k: v for k, v in t.items() if k != "hesitation"} for t in s["turns"]]
+        assert strip(spec) == strip(paused) and spec["augment"] == paused["augment"]
+
+
+def test_a_rendered_pause_is_silent_and_the_agent_waits_it_out(tmp_path):
+    spec = next(s for s in (dialogue_corpus.plan_dialogue("heldout_val", i, seed=0) for i in range(50))
+                if any(t["hesitation"] for t in s["turns"]))
+    meta = dialogue_corpus.render_dialogue(tmp_path, spec)
+    pcm, _ = dialogue_corpus.read_dialogue(tmp_path / spec["split"] / f"{spec['id']}.json")
+    dry, _ = sf.read(str(tmp_path / spec["split"] / f"{spec['id']}.user_dry.wav"), dtype="float32")
+    paused = [u for u in meta["utterances"] if u["kind"] == "request" and u.get("hesitation")]
+    assert paused
+    for u in paused:
+        h, words = u["hesitation"], u["words"]
+        k = min(h["after_words"], len(words) - 1)
+        a, b = words[k - 1]["end"], words[k]["start"]
+        assert b - a >= h["pause_s"] - 2e-3
+        mid = 0.5 * (a + b)
+        assert _rms(_span(dry, mid - 0.1, mid + 0.1)) < 1e-3  # the user is silent in the pause...
+        assert _rms(_span(pcm[:, 1], u["start"], u["end"])) < 1e-3  # ...and the agent does not fill it
+        answer = next(x for x in meta["utterances"] if x["kind"] == "answer" and x["turn"] == u["turn"])
+        gap = answer["start"] - u["end"]
+        assert dialogue_corpus.RESPONSE_GAP[0] - 1e-3 <= gap <= dialogue_corpus.RESPONSE_GAP[1] + 1e-3

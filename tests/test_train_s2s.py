@@ -68,6 +68,8 @@ def make_dialogues(root, rng):
                 utterances.append({"side": ("user", "agent")[side], "kind": kind, "turn": k,
                                    "text": " ".join(w["word"] for w in words), "start": words[0]["start"],
                                    "end": words[-1]["end"], "words": words, "intent": turn.intent, "slots": turn.slots})
+                if i == 1 and k == 0 and kind == "request":  # as dialogue_corpus marks a pause inside a request
+                    utterances[-1]["hesitation"] = {"after_words": 1, "pause_s": 0.3}
             turns_out.append({"turn": k, "intent": turn.intent, "slots": turn.slots, "agent_text": turn.agent_text,
                               "user_text": turn.user_text, "interrupted": False})
             t += 2.8
@@ -194,6 +196,14 @@ def test_eval_writes_every_metric(world, tmp_path):
     assert all(row["correct"] <= row["turns"] and row["responded"] <= row["turns"] for row in per_intent.values())
     assert 0 <= report["sentence_test_cer"]
     assert "| lakshmi |" in r.stdout and "| all |" in r.stdout
+    assert report["all"]["talked_over_pause_n"] <= 1  # ravi's first request has a pause
+    r = subprocess.run([sys.executable, "s2s_eval.py", "--checkpoint", str(root / "full" / "s2s.safetensors"),
+                        "--codec", str(root / "codec.safetensors"), "--speaker_path", str(root / "spk" / "speaker.safetensors"),
+                        "--dialogues", str(root / "data" / "dialogues"), "--with_pauses", "--sentences", "",
+                        "--json", str(report_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["with_pauses"] and report["all"]["dialogues"] == 1 and set(report["per_voice"]) == {"ravi"}
 
 
 def test_transcript_only_listens_with_the_voice_it_is_given(world, tmp_path):
@@ -370,3 +380,46 @@ def test_window_note_warns_when_streaming_would_see_more_than_training_did():
     assert ts.window_note(10.0, 25.0, 250) is None and ts.window_note(16.0, 25.0, 250) is None
     note = ts.window_note(10.0, 25.0, 750)
     assert "250 frames" in note and "--crop_s 30" in note and "s2s.context_frames=250" in note
+
+
+def test_text_dialogues_keep_the_pause_inside_a_request():
+    """A planned pause inside a request (dialogue_corpus.HESITATION) moves the request's later
+    words, and its answer, later in the text timeline as it does in the rendered corpus."""
+    import copy
+
+    import dialogue_corpus
+    import train_s2s as ts
+    from speaker_embeddings import Voice
+    from telugu_tokenizer import Tokenizer
+
+    tok = Tokenizer.load(str(ts.ROOT / "checkpoints" / "telugu_spm.model"))
+    bank = VoiceBank()
+    bank.add(Voice("lakshmi", "female", "test", [], [0.0] * 8))
+    texts = ts.TextDialogues(tok, SR, 960, ts.StageSettings(), 0, bank)
+    spec = next(s for s in (dialogue_corpus.plan_dialogue("train", i, augment=False) for i in range(100))
+                if s["turns"][0]["hesitation"])
+    plain = copy.deepcopy(spec)
+    plain["turns"][0]["hesitation"] = None
+    a, b = texts.timeline(spec, np.random.default_rng(0)), texts.timeline(plain, np.random.default_rng(0))
+    pause = spec["turns"][0]["hesitation"]["pause_s"] * 25  # frames
+    ua, ub = np.flatnonzero(a["user_text"]), np.flatnonzero(b["user_text"])
+    assert len(ua) == len(ub) and ua[0] == ub[0]
+    assert abs((ua[-1] - ub[-1]) - pause) <= 1.5  # the last word came a pause later
+    assert abs((a["turns"][0]["end"] - b["turns"][0]["end"]) - pause) <= 1.5
+    assert a["turns"][0]["start"] == b["turns"][0]["start"]
+    first_answer = lambda line: np.flatnonzero(line["agent_text"])[0]
+    assert abs((first_answer(a) - first_answer(b)) - pause) <= 1.5
+
+
+def test_eval_summary_counts_talking_over_a_pause_apart():
+    import s2s_eval
+
+    turn = lambda over, pause: {"scored": True, "correct": False, "gap_ms": 200, "talked_over": over, "hesitation": pause}
+    result = {"turns": [turn(True, True), turn(False, True), turn(False, True), turn(True, False), turn(None, False),
+                        turn(False, False)],
+              "barge_in": [], "step_ms": [5.0], "frame_ms": [8.0], "user_ref": "ab", "user_hyp": "ab"}
+    s = s2s_eval.summarise([result])
+    assert s["talked_over"] == 0.4  # 2 of the 5 requests it could talk over
+    assert s["talked_over_pause"] == round(1 / 3, 4) and s["talked_over_pause_n"] == 3
+    old = {**result, "turns": [{k: v for k, v in t.items() if k != "hesitation"} for t in result["turns"]]}
+    assert s2s_eval.summarise([old])["talked_over_pause"] is None  # a corpus without pauses
