@@ -109,7 +109,7 @@ class S2SConfig:
     n_codebooks: int = 8  # agent codebooks modelled (the first K of the codec)
     acoustic_delay: int = 1  # codebooks 1.. lag codebook 0 by this many frames (Moshi)
     # Attention window (KV cache) while streaming: 10 s at 25 Hz, older frames slide out. No longer than
-    # the stage-2 training crops: past what it trained on the model hears worse (README, session 8).
+    # the stage-2 training crops: past what it trained on the model hears worse (docs/experiments.md, session 8).
     context_frames: int = 250
     user_input: str = "latent"  # "mel" | "latent" | "codes": latent won on unseen voices (docs/s2s_input_choice.md)
     text_vocab_size: int = 0  # set from the trained tokenizer
@@ -146,7 +146,7 @@ class ContextConfig:
     respond_after_frames: int = 2
     # Early endpoint, inside the VAD hangover: the user has been quiet this many frames and the
     # model's P(word) this frame is at least endpoint_word_prob (0: off). See ContextManager.update;
-    # on held-out dialogues it cut the median response gap from 506 to 362 ms (README, session 9).
+    # on held-out dialogues it cut the median response gap from 506 to 362 ms (docs/experiments.md, session 9).
     endpoint_quiet_frames: int = 2
     endpoint_word_prob: float = 0.03
     text_lag_frames: int = 25  # transcript pieces this late still belong to the turn that ended

@@ -859,10 +859,10 @@ BACKCHANNELS = ["ఊ", "అవును", "సరే", "ఊ ఊ", "అలాగ�
 # --- train-only extra phrasings (opt-in) -----------------------------------------------------------
 # data/extra_phrasings.json: more ways to say each request, written by someone who was shown only each
 # intent's canonical phrasing and reply, never the held-out phrasings. They widen what the agent
-# learns an intent from (README: a held-out phrasing often shares few words with any trained one),
+# learns an intent from (docs/experiments.md: a held-out phrasing often shares few words with any trained one),
 # and are train-only: appended after the core phrasings, so the held-out indices do not move.
 # Opt-in (train_s2s --extra_phrasings, dialogue_corpus --extra_phrasings): on 400 CPU text steps they
-# did not help held-out phrasings yet (README, session 8), so the default corpus is unchanged.
+# did not help held-out phrasings yet (docs/experiments.md, session 8), so the default corpus is unchanged.
 EXTRA_PHRASINGS_PATH = Path(__file__).resolve().parent / "data" / "extra_phrasings.json"
 
 

@@ -235,7 +235,7 @@ def test_shipped_models_hear_the_question_and_answer_in_the_browser(tmp_path):
 @pytest.mark.skipif((shipped_answer_accuracy() or 0.0) < 0.9,
                     reason=f"the shipped demo model answers {shipped_answer_accuracy()} of held-out turns "
                            f"({SHIPPED_EVAL.relative_to(ROOT)}), below the 0.9 target this check stands for; "
-                           "README, 'The shipped demo model'")
+                           "README, 'The shipped S2S model'")
 def test_shipped_model_answers_a_heldout_question_correctly(tmp_path):
     import dialogue_domain
 

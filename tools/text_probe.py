@@ -2,8 +2,8 @@
 (agent-text loss only, no depth pass, the user silent) and score it with s2s_eval.text_forced.
 
 It asks how fast the temporal transformer learns *what* to answer when nothing else competes for
-its steps (README, "Why the answers fail"). It is a probe, not a training stage: text-only steps
-cost the model its hearing (run H in the README), so stage 2 mixes text items in (--text_share).
+its steps (docs/experiments.md, "Why the answers fail"). It is a probe, not a training stage: text-only steps
+cost the model its hearing (run H in docs/experiments.md), so stage 2 mixes text items in (--text_share).
 
     python tools/text_probe.py --init runs/s2s_cpu_f/s2s.safetensors --steps 400 --dropout 0.15 --out runs/text_b
 """
