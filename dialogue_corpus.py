@@ -226,8 +226,7 @@ def hesitate(pcm: np.ndarray, words: list[dict], after_words: int, pause_s: floa
 
 def pause_words(words: list[dict], k: int, pause_s: float) -> list[dict]:
     """The word timings with words k.. moved pause_s later (a pause after the k-th word)."""
-    return [dict(w) if i < k else {**w, "start": round(w["start"] + pause_s, 3), "end": round(w["end"] + pause_s, 3)}
-            for i, w in enumerate(words)]
+    return [dict(w) for w in words[:k]] + _shift(words[k:], pause_s)
 
 
 def _run_answers(task):

@@ -195,7 +195,7 @@ def main(argv=None):
     writer = tu.tensorboard(rt, out_dir)
     lw = cfg.loss
 
-    f0_targets = {}  # micro-batch k -> YIN's F0 of its clips, computed once for teacher and loss
+    f0_targets = {}  # micro-batch k -> YIN's F0 of its clips, computed once a step for teacher and loss
 
     def generate(net, x, vq_mix, k):
         """net(x): the codec's training pass; with a harmonic head, a share of the clips play
@@ -203,7 +203,9 @@ def main(argv=None):
         harmonic = model.decoder.harmonic
         if harmonic is None:
             return net(x, vq_mix)
-        true_f0 = f0_targets[k] = yin_f0(x.reshape(x.shape[0], -1), model.sample_rate, model.cfg.patch_size)
+        if k not in f0_targets:  # the discriminators' pass and the generator's read the same clips
+            f0_targets[k] = yin_f0(x.reshape(x.shape[0], -1), model.sample_rate, model.cfg.patch_size)
+        true_f0 = f0_targets[k]
         forced = torch.rand(true_f0.shape[0], 1, device=true_f0.device) < lw.f0_teacher_share
         harmonic.teacher_f0 = true_f0 * forced
         try:
@@ -246,6 +248,7 @@ def main(argv=None):
             use_gan = step >= lw.gan_start_step
             logs = defaultdict(float)
             passes = [None] * accum  # generator passes (y, codes, latents, commitment, codebook)
+            f0_targets.clear()
 
             # Gradient accumulation keeps one optimizer step = one batch of batch_size * accum clips:
             # each micro-batch's loss is scaled by 1 / accum and DDP averages only on the last one.

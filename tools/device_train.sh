@@ -88,27 +88,28 @@ DIAL=
 
 # --- codec: GAN fine-tune of the decoder, or a whole codec, until the end --------------------------
 CODEC=
-[ "$TRAIN_CODEC" = 1 ] && [ "$CODEC_MODE" = full ] && {
-  C_INIT=(); [ -n "$CODEC_INIT" ] && C_INIT=(--init "$CODEC_INIT")
-  C_MIN=$(mins "$(left) - 45"); [ "$TRAIN_S2S" = 1 ] || C_MIN=$(mins "$(left) - 30"); [ "$SMOKE" = 1 ] && C_MIN=1
-  python3 train_codec_dac.py --config tiny --data_dir data/synthetic "${C_INIT[@]}" --out_dir runs/codec_full \
-  --export "$OUT_DIR/codec.safetensors" --set codec.harmonics=$HARMONICS --set loss.gan_start_step=$GAN_START \
-  --set discriminator.mpd_channels=16 --set discriminator.stft_channels=16 \
-  --set "discriminator.stft_windows=[2048, 1024, 512]" --set train_codec.batch_size=$CODEC_BATCH \
-  --set train_codec.lr=0.001 --set train_codec.warmup_steps=200 --set train_codec.precision=fp32 \
-  --set train_codec.threads=2 --set train_codec.num_workers=$(( CPUS > 4 ? CPUS - 4 : 0 )) \
-  --set train_codec.max_steps=$CODEC_STEPS --set train_codec.max_minutes=$C_MIN \
-  --set train_codec.save_every_steps=1000 --set train_codec.eval_every_steps=1000 \
-  --set train_codec.log_every_steps=50 > $LOG/codec.log 2>&1 & CODEC=$!; }
-[ "$TRAIN_CODEC" = 1 ] && [ "$CODEC_MODE" != full ] && { python3 train_codec_dac.py --config tiny --data_dir data/synthetic --init checkpoints/codec.safetensors \
-  --decoder_only --out_dir runs/codec_gan --export "$OUT_DIR/codec.safetensors" \
-  --set loss.gan_start_step=0 --set discriminator.mpd_channels=16 --set discriminator.stft_channels=16 \
-  --set "discriminator.stft_windows=[2048, 1024, 512]" --set train_codec.batch_size=16 \
-  --set train_codec.lr=0.0003 --set train_codec.warmup_steps=100 --set train_codec.precision=fp32 \
-  --set train_codec.threads=2 --set train_codec.num_workers=3 --set train_codec.max_steps=$CODEC_STEPS \
-  --set train_codec.max_minutes=$(mins "$(left) - 45") --set train_codec.save_every_steps=1000 \
-  --set train_codec.eval_every_steps=1000 --set train_codec.log_every_steps=50 \
-  > $LOG/codec.log 2>&1 & CODEC=$!; }
+if [ "$TRAIN_CODEC" = 1 ]; then
+  # What both codec runs share: the discriminators' size, fp32, checkpoints and logs.
+  CODEC_RUN=(python3 train_codec_dac.py --config tiny --data_dir data/synthetic --export "$OUT_DIR/codec.safetensors"
+    --set discriminator.mpd_channels=16 --set discriminator.stft_channels=16
+    --set "discriminator.stft_windows=[2048, 1024, 512]" --set train_codec.precision=fp32
+    --set train_codec.threads=2 --set train_codec.max_steps=$CODEC_STEPS --set train_codec.save_every_steps=1000
+    --set train_codec.eval_every_steps=1000 --set train_codec.log_every_steps=50)
+  if [ "$CODEC_MODE" = full ]; then
+    C_INIT=(); [ -n "$CODEC_INIT" ] && C_INIT=(--init "$CODEC_INIT")
+    C_MIN=$(mins "$(left) - 45"); [ "$TRAIN_S2S" = 1 ] || C_MIN=$(mins "$(left) - 30"); [ "$SMOKE" = 1 ] && C_MIN=1
+    "${CODEC_RUN[@]}" "${C_INIT[@]}" --out_dir runs/codec_full --set codec.harmonics=$HARMONICS \
+      --set loss.gan_start_step=$GAN_START --set train_codec.batch_size=$CODEC_BATCH --set train_codec.lr=0.001 \
+      --set train_codec.warmup_steps=200 --set train_codec.num_workers=$(( CPUS > 4 ? CPUS - 4 : 0 )) \
+      --set train_codec.max_minutes=$C_MIN > $LOG/codec.log 2>&1 &
+  else
+    "${CODEC_RUN[@]}" --init checkpoints/codec.safetensors --decoder_only --out_dir runs/codec_gan \
+      --set loss.gan_start_step=0 --set train_codec.batch_size=16 --set train_codec.lr=0.0003 \
+      --set train_codec.warmup_steps=100 --set train_codec.num_workers=3 \
+      --set train_codec.max_minutes=$(mins "$(left) - 45") > $LOG/codec.log 2>&1 &
+  fi
+  CODEC=$!
+fi
 
 # --- S2S on the shipped codec ------------------------------------------------------------------------
 S2S=(python3 train_s2s.py --config tiny --codec_path "$S2S_CODEC"
