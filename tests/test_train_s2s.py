@@ -215,11 +215,12 @@ def test_transcript_only_listens_with_the_voice_it_is_given(world, tmp_path):
         r = subprocess.run([sys.executable, "s2s_eval.py", "--transcript_only", "--checkpoint",
                             str(root / "full" / "s2s.safetensors"), "--codec", str(root / "codec.safetensors"),
                             "--voice_bank", str(root / "spk" / "voice_bank.json"), "--listen_voice", voice,
-                            "--sentences", str(root / "data" / "synthetic" / "test.jsonl"), "--limit", "2"],
-                           capture_output=True, text=True)
+                            "--sentences", str(root / "data" / "synthetic" / "test.jsonl"), "--limit", "2",
+                            "--augment", "1"], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]
         report = json.loads(r.stdout.strip().splitlines()[-1])
         assert report["listen_voice"] == voice and report["clips"] == 2 and report["cer"] >= 0
+        assert report["augment"] == 1
         losses[voice] = report["token_loss"]
     assert losses["ravi"] != losses[""]  # the voice reaches the model
 
@@ -339,6 +340,7 @@ def test_text_dialogues_time_fresh_training_plans_and_train_with_text_share(worl
     assert 0 <= rows[-1]["text_answer_accuracy"] <= 1
     assert 0 <= rows[-1]["forced_turn_acc"] <= rows[-1]["forced_first_token_acc"] <= 1
     assert rows[-1]["forced_content_nll"] > 0
+    assert 0 < rows[-1]["forced_turn_ceiling"] <= rows[-1]["forced_first_token_ceiling"] <= 1
 
 
 @pytest.mark.parametrize("kind", ["latent", "codes"])
@@ -423,3 +425,36 @@ def test_eval_summary_counts_talking_over_a_pause_apart():
     assert s["talked_over_pause"] == round(1 / 3, 4) and s["talked_over_pause_n"] == 3
     old = {**result, "turns": [{k: v for k, v in t.items() if k != "hesitation"} for t in result["turns"]]}
     assert s2s_eval.summarise([old])["talked_over_pause"] is None  # a corpus without pauses
+
+
+def test_augment_clips_are_seeded_per_clip_and_keep_words_in_step():
+    """s2s_eval --transcript_only --augment: every model hears the same augmented clips (seeded per
+    clip), the audio really changes, and words follow a tempo change."""
+    import s2s_eval
+    sr = 24000
+    rng = np.random.default_rng(3)
+    clips = [{"pcm": (0.1 * rng.standard_normal(sr)).astype(np.float32), "ref": "a b",
+              "words": [{"word": "a", "start": 0.1, "end": 0.4}, {"word": "b", "start": 0.5, "end": 0.9}],
+              "speaker": "x"} for _ in range(6)]
+    a = s2s_eval.augment_clips(clips, sr, 1.0, seed=5)
+    b = s2s_eval.augment_clips(clips, sr, 1.0, seed=5)
+    c = s2s_eval.augment_clips(clips, sr, 1.0, seed=6)
+    assert all(np.array_equal(x["pcm"], y["pcm"]) and x["words"] == y["words"] for x, y in zip(a, b))
+    assert any(not np.array_equal(x["pcm"], y["pcm"]) for x, y in zip(a, c))
+    assert any(not np.array_equal(x["pcm"], o["pcm"]) for x, o in zip(a, clips))
+    for x in a:  # words keep their order and stay inside the (possibly stretched) audio
+        ends = [w["end"] for w in x["words"]]
+        assert ends == sorted(ends) and ends[-1] <= len(x["pcm"]) / sr + 1e-3
+    assert clips[0]["words"][0]["end"] == 0.4  # the originals are untouched
+
+
+def test_wording_ceilings_follow_the_reply_wordings():
+    """text_forced's ceilings: the reply is drawn among the intent's wordings, so a model that
+    always gives one of them scores at most its share; wordings that share a first word raise
+    only the first token's ceiling."""
+    import s2s_eval
+    from telugu_tokenizer import Tokenizer
+    tok = Tokenizer.load()
+    assert s2s_eval.wording_ceilings("thanks", {}, tok) == (1 / 3, 1 / 3)  # three wordings, three first words
+    first, whole = s2s_eval.wording_ceilings("stop", {}, tok)  # "సరే." and "సరే, ఆపేస్తున్నాను."
+    assert first == 1.0 and whole == 0.5
