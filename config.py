@@ -81,7 +81,7 @@ class LossConfig:  # DAC's weights as the starting point
     mel_bins: list[int] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320])
     gan_start_step: int = 0  # steps of reconstruction-only training before the discriminators join
     waveform_weight: float = 0.0  # time-domain L1 (EnCodec); DAC has none and relies on the GAN for phase
-    phase_weight: float = 0.0  # APNet's phase losses (discriminator_dac.PhaseLoss): phase without a GAN
+    phase_weight: float = 0.0  # APNet's phase losses (spectral.PhaseLoss): phase without a GAN
     f0_weight: float = 5.0  # with codec.harmonics: the harmonic head's F0 against YIN's (octaves)
     f0_teacher_share: float = 0.5  # ... and the share of clips whose harmonics play YIN's F0 in training
 
@@ -96,6 +96,30 @@ class SpeakerConfig:
     scale: float = 30.0
     segment_s: float = 2.0
     threshold: float = 0.5  # same/different decision; calibrated at the EER point by train_speakers.py
+
+
+@dataclass
+class AsrConfig:
+    """The ear (telugu_asr.py): a streaming CTC recogniser over the codec's 25 Hz frames."""
+    sample_rate: int = 24000
+    window_ms: int = 25  # log-mel window, ending on each 10 ms hop
+    n_mels: int = 80
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    dropout: float = 0.1
+    ctc_per_frame: int = 2  # CTC slots per 40 ms frame: 50 Hz of output room for fast speech
+    context_frames: int = 250  # attention window while streaming (10 s); training clips are shorter
+    # training only
+    augment_prob: float = 0.8  # share of clips through augment.py (voice, room, microphone)
+    augment_strength: float = 1.0
+    spec_time_masks: int = 2  # SpecAugment: masks of up to spec_time_width 10 ms hops
+    spec_time_width: int = 8
+    spec_freq_masks: int = 2  # ... and of up to spec_freq_width mel bands
+    spec_freq_width: int = 12
+    pad_s: float = 0.6  # up to this much silence (with a noise floor) before and after a clip
+    speech_weight: float = 0.2  # the speech-probability head's BCE beside the CTC loss
+    max_clip_s: float = 9.0  # longer clips are skipped in training (the window is 10 s)
 
 
 @dataclass
@@ -212,12 +236,14 @@ class Config:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train_codec: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/codec"))
     train_speakers: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/speakers"))
     train_s2s: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/s2s"))
+    train_asr: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/asr"))
     server: ServerConfig = field(default_factory=ServerConfig)
     preset: str = "default"
 

@@ -252,6 +252,28 @@ def build(out_dir, sentences_path=DEFAULT_SENTENCES, per_voice_train: int = 200,
     return paths
 
 
+def build_ear_corpus(out_dir, n_voices: int = 64, per_voice: int = 200, n_requests: int = 3000,
+                     workers: int = 2, seed: int = 0, progress: bool = True) -> list[Path]:
+    """Extra training audio for the ear: `n_voices` random training voices (unused variant families
+    excluded, random pitch, range and rate) reading the corpus's training sentences (the same held-out
+    split as `build`, so no held-out sentence is heard), and the dialogue domain's training requests
+    (training phrasings and slot values only) in the same voices. Returns the two train manifests."""
+    import dialogue_domain
+
+    out_dir = Path(out_dir)
+    voices = telugu_tts.random_train_voices(n_voices, seed)
+    sentences = build(out_dir / "sentences", DEFAULT_SENTENCES, per_voice, 0, workers=workers, seed=0,
+                      progress=progress, voices=voices)["train"]
+    rng = random.Random(seed)
+    texts = sorted({dialogue_domain.sample_turn(rng, "train").user_text for _ in range(n_requests)})
+    tsv = out_dir / "requests.tsv"
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    tsv.write_text("category\tsentence\n" + "".join(f"request\t{t}\n" for t in texts), encoding="utf-8")
+    requests = build(out_dir / "requests", tsv, per_voice // 2, 0, heldout_sentence_fraction=0.0,
+                     workers=workers, seed=seed, progress=progress, voices=voices)["train"]
+    return [sentences, requests]
+
+
 def add_build_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="TSV with columns category, sentence")
     parser.add_argument("--per_voice_train", type=int, default=200, help="clips per train voice")
@@ -261,6 +283,9 @@ def add_build_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--voices", nargs="+", help="catalogue voice names to use (default: all)")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--ear_voices", type=int, default=0,
+                        help=">0: build the ear's extra training corpus instead (build_ear_corpus): this many "
+                             "random training voices reading the training sentences and the domain's requests")
     return parser
 
 
@@ -269,6 +294,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "data" / "synthetic"), help="output folder")
     args = add_build_args(parser).parse_args(argv)
     t0 = time.time()
+    if args.ear_voices > 0:
+        for path in build_ear_corpus(args.out, args.ear_voices, args.per_voice_train, workers=args.workers,
+                                     seed=args.seed, progress=not args.no_progress):
+            print(f"train {sum(1 for _ in open(path, encoding='utf-8')):6d} clips -> {path}")
+        print(f"{time.time() - t0:.0f} s")
+        return 0
     try:
         paths = build(args.out, args.sentences, args.per_voice_train, args.per_voice_heldout,
                       args.heldout_sentence_fraction, args.workers, args.seed, not args.no_progress, args.voices)

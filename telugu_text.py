@@ -467,6 +467,41 @@ def normalize_text(text: str) -> str:
     return _tidy(text)
 
 
+def asr_text(text: str) -> str:
+    """The recogniser's form of a transcript: normalize_text, then only Telugu letters and signs and
+    single spaces between words (no punctuation: it is not heard). Training targets, evaluation
+    references and the ear's output all pass through here, so CER compares like with like."""
+    text = normalize_text(text)
+    kept = [ch if "\u0c00" <= ch <= "\u0c7f" else " " for ch in text]
+    return " ".join("".join(kept).split())
+
+
+# --- character error rate ----------------------------------------------------------------------------
+
+def cer_text(text: str) -> str:
+    """The form both sides of a CER are compared in: NFC, letters, marks and digits only, single
+    spaces (punctuation is not spoken, so neither transcript carries it)."""
+    text = unicodedata.normalize("NFC", text).replace("\u200c", "").replace("\u200d", "")
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else " " for c in text)
+    return " ".join(kept.split())
+
+
+def edit_distance(a, b) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def cer(refs, hyps) -> float:
+    """Character error rate over a set: total edits / total reference characters."""
+    refs, hyps = [cer_text(r) for r in refs], [cer_text(h) for h in hyps]
+    return sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(len(r) for r in refs))
+
+
 if __name__ == "__main__":
     # python telugu_text.py "text with 42 and 7:30"   (no argument: normalise stdin line by line)
     if len(sys.argv) > 1:

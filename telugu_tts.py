@@ -113,6 +113,35 @@ def get_voice(voice: str | Voice) -> Voice:
     return VOICES[voice]
 
 
+# Variant families the held-out voices use, and variants that sound broken: neither may become a
+# training voice (random_train_voices), or held-out scores would measure memory, not hearing.
+HELDOUT_FAMILIES = ("Andrea", "steph", "Diogo", "michel", "Denis", "victor", "shelby", "Alicia", "m8", "sandro")
+UNUSABLE_VARIANTS = ("iven", "antonio", "Jacky", "robosoft", "Demonic", "RicishayMax", "UniRobot", "whisper",
+                     "caleb", "anikaRobot", "Mr serious")
+
+
+def training_variants(data_path: str | None = None) -> list[str]:
+    """Every espeak-ng voice variant (file in voices/!v) usable for training voices."""
+    if data_path is None:
+        import espeakng_loader
+        data_path = espeakng_loader.get_data_path()
+    names = sorted(p.name for p in (Path(data_path) / "voices" / "!v").iterdir() if p.is_file())
+    return [n for n in names if not n.startswith(HELDOUT_FAMILIES + UNUSABLE_VARIANTS)]
+
+
+def random_train_voices(n: int, seed: int = 0, data_path: str | None = None) -> list[Voice]:
+    """n extra training voices: a usable variant each (cycling through them) with random pitch, pitch
+    range and rate, for the ear, which must hear voices it never heard (role "train")."""
+    import random
+
+    rng = random.Random(seed)
+    variants = training_variants(data_path)
+    rng.shuffle(variants)
+    return [Voice(f"ear_{i:03d}_{variants[i % len(variants)]}", f"te+{variants[i % len(variants)]}", "unknown",
+                  pitch=rng.randint(20, 80), range=rng.randint(25, 85), rate=rng.randint(135, 210))
+            for i in range(n)]
+
+
 # --- libespeak-ng through ctypes ------------------------------------------------------------------
 
 class TTSError(RuntimeError):
