@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from checkpoint_io import load_safetensors
 from config import AsrConfig, Config, config_json_path, from_dict
-from telugu_text import asr_text
+from telugu_text import asr_text, edit_distance
 
 SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "asr.safetensors"
 
@@ -285,16 +285,9 @@ def words_from_ids(ids: list[int], slot_s: float) -> tuple[str, list]:
 
 
 def char_error_rate(hyp: str, ref: str) -> float:
-    """Levenshtein distance over characters / reference length (ref in asr_text form)."""
+    """Edits / reference characters, both sides in asr_text form (the ear's own alphabet)."""
     hyp, ref = asr_text(hyp), asr_text(ref)
-    if not ref:
-        return float(len(hyp) > 0)
-    row = list(range(len(ref) + 1))
-    for i, h in enumerate(hyp, 1):
-        diag, row[0] = row[0], i
-        for j, r in enumerate(ref, 1):
-            diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diag + (h != r))
-    return row[-1] / len(ref)
+    return edit_distance(hyp, ref) / len(ref) if ref else float(len(hyp) > 0)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
