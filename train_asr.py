@@ -247,7 +247,8 @@ def train(args, cfg: Config) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position, best = state["step"], state["epoch"], state["position"], state["best"]
         tu.set_rng_state(state["rng"], rt.rank)
-        print(f"resumed from {path}: step {step}, epoch {epoch}, batch {position}")
+        if rt.is_main:
+            print(f"resumed from {path}: step {step}, epoch {epoch}, batch {position}")
     else:
         if args.init:
             ear.load_state_dict(ta.load(args.init).state_dict())
@@ -289,7 +290,8 @@ def train(args, cfg: Config) -> None:
     deadline, t0, done = tu.Deadline(tc.max_minutes), time.time(), False
     model.train()
     while not done and step < total_steps:
-        batches = batches_of(epoch)[: steps_per_epoch * tc.grad_accum]
+        batches = batches_of(epoch)
+        batches = batches[: min(steps_per_epoch, len(batches) // tc.grad_accum) * tc.grad_accum]  # whole steps
         loader = tu.make_loader(dataset, [[(epoch, i) for i in b] for b in batches[position:]], tc, rt,
                                 collate_fn=lambda items: collate(items, cfg.audio.frame_size, a.ctc_per_frame))
         for micro, batch in enumerate(loader, start=position):

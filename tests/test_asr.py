@@ -107,10 +107,9 @@ def test_cli_transcribes_good_files_and_reports_bad_ones(tmp_path):
     assert r.returncode == 2 and "no ear checkpoint" in r.stderr
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Six synthetic clips in two training voices and two in a val voice."""
-    root = tmp_path_factory.mktemp("ear_corpus")
+def make_corpus(root: Path) -> Path:
+    """Eight synthetic clips in two training voices and two in a val voice (also the test set)."""
+    root.mkdir(parents=True, exist_ok=True)
     texts = ["నమస్కారం", "ఈ రోజు వాతావరణం బాగుంది", "మీ పేరు ఏమిటి", "నాకు టీ కావాలి"]
     rows = {"train": [], "val": []}
     for split, voices in (("train", ["train_f1", "train_m1"]), ("val", ["val_andrea"])):
@@ -125,6 +124,11 @@ def corpus(tmp_path_factory):
         write_manifest(root / f"{split}.jsonl", rows[split])
     write_manifest(root / "test.jsonl", rows["val"])
     return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("ear_corpus"))
 
 
 def train_cmd(corpus, out_dir, steps, *extra):
