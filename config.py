@@ -159,6 +159,9 @@ class ContextConfig:
     """One conversation's bookkeeping (context_manager.py)."""
     vad_margin_db: float = 12.0  # speech = this far above the tracked noise floor
     vad_min_db: float = -55.0  # ... and above this absolute level (dBFS)
+    # With the ear (telugu_asr) in the loop: the user speaks when its speech probability is at least
+    # this (instead of the energy rule above); 0 keeps the energy VAD even with an ear.
+    ear_vad_threshold: float = 0.5
     noise_window_frames: int = 50  # the noise floor is the quietest frame of the last 2 s
     vad_onset_frames: int = 2  # frames of speech before a side counts as speaking
     vad_hangover_frames: int = 8  # frames of silence before it stops (320 ms: pauses inside a turn)

@@ -41,9 +41,15 @@ class VoiceActivity:
     def noise_db(self) -> float:
         return min(self.levels)
 
-    def update(self, pcm: np.ndarray) -> bool:
+    def update(self, pcm: np.ndarray, speech_prob: float | None = None) -> bool:
+        """speech_prob: the ear's probability that this frame is speech (telugu_asr). When given
+        (and context.ear_vad_threshold > 0) it decides instead of the energy: a cough, a door or the
+        agent's echo is loud but not speech, and a quiet speaker is speech."""
         db = 10 * math.log10(float(np.mean(np.square(pcm, dtype=np.float64))) + 1e-10) if len(pcm) else -100.0
-        loud = self.loud = db > max(self.noise_db + self.cfg.vad_margin_db, self.cfg.vad_min_db)
+        if speech_prob is not None and self.cfg.ear_vad_threshold > 0:
+            loud = self.loud = speech_prob >= self.cfg.ear_vad_threshold
+        else:
+            loud = self.loud = db > max(self.noise_db + self.cfg.vad_margin_db, self.cfg.vad_min_db)
         self.levels.append(db)
         self._run = self._run + 1 if loud != self.active else 0
         needed = self.cfg.vad_onset_frames if not self.active else self.cfg.vad_hangover_frames
@@ -93,12 +99,13 @@ class ContextManager:
     # --- per frame ------------------------------------------------------------------------------
     def update(self, user_pcm: np.ndarray, agent_pcm: np.ndarray, user_text: str = "",
                agent_text: str = "", timings: dict | None = None,
-               agent_word_prob: float | None = None) -> FrameResult:
+               agent_word_prob: float | None = None, user_speech_prob: float | None = None) -> FrameResult:
         """Call once per frame with both channels (the agent's audio as the model produced it).
         agent_word_prob: the model's probability that its text this frame is a word, not PAD
-        (StepOutput.agent_word_prob), for the early endpoint."""
+        (StepOutput.agent_word_prob), for the early endpoint. user_speech_prob: the ear's speech
+        probability for the user's frame, which then drives the user's voice activity."""
         events: list[str] = []
-        user_on = self.user_vad.update(user_pcm)
+        user_on = self.user_vad.update(user_pcm, user_speech_prob)
         agent_on = self.agent_vad.update(agent_pcm)
         before = self.state
         self._quiet = 0 if self.user_vad.loud else self._quiet + 1

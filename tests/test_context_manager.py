@@ -156,3 +156,22 @@ def test_noisy_room_is_not_speech_for_long():
     assert not any(states[60:])
     loud = [vad.update(speech() * 3) for _ in range(5)]
     assert loud[-1]  # speech above the room is still heard
+
+
+def test_the_ears_speech_probability_decides_when_given():
+    """A loud non-speech frame (prob 0) is not the user speaking; a quiet voice (prob 1) is."""
+    cm = ContextManager()
+    for _ in range(20):
+        cm.update(silence(), silence(), user_speech_prob=0.0)
+    for _ in range(10):
+        res = cm.update(speech() * 3, silence(), user_speech_prob=0.05)  # a door slams for 400 ms
+    assert cm.current["user"] is None and res.state == LISTENING
+    for _ in range(10):
+        cm.update(silence() * 5, silence(), "ఊ", user_speech_prob=0.9)  # a whisper the ear hears
+    assert cm.current["user"] is not None
+    off = ContextManager(ContextConfig(ear_vad_threshold=0.0))  # 0: the energy rule even with an ear
+    for _ in range(20):
+        off.update(silence(), silence(), user_speech_prob=0.0)
+    for _ in range(5):
+        off.update(speech(), silence(), user_speech_prob=0.0)
+    assert off.current["user"] is not None
