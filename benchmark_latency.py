@@ -196,7 +196,7 @@ class BenchModels:
 
     def _codec(self, path: Path) -> None:
         import telugu_codec_fixed
-        from train_utils import export_safetensors
+        from checkpoint_io import export_safetensors
 
         if self.use_shipped and path.exists():
             self.codec, self.codec_path, self.codec_source = telugu_codec_fixed.load(path), path, _rel(path)
@@ -213,7 +213,7 @@ class BenchModels:
     def _s2s(self, path: Path) -> None:
         import s2s_transformer
         from telugu_tokenizer import Tokenizer
-        from train_utils import export_safetensors
+        from checkpoint_io import export_safetensors
 
         if self.use_shipped and path.exists():
             self.s2s, self.s2s_path, self.s2s_source = s2s_transformer.load(path), path, _rel(path)

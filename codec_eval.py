@@ -46,7 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import spectral
 from audio_io import load_audio, read_manifest, resample
+from checkpoint_io import Checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent
 REAL_EN_DIR = ROOT / "tests" / "data" / "real_en"
@@ -90,11 +92,8 @@ def stoi(reference: np.ndarray, estimate: np.ndarray, sr: int) -> float:
 
 
 def mel_distance(reference: np.ndarray, estimate: np.ndarray, sr: int) -> float:
-    """The discriminator module's evaluation mel distance (mean log10-mel L1), so training logs and
-    this report measure the same thing."""
-    from discriminator_dac import mel_distance as _mel_distance  # lazy: the GAN code is not needed to import us
-
-    return float(_mel_distance(torch.from_numpy(estimate), torch.from_numpy(reference), sr))
+    """spectral.mel_distance (mean log10-mel L1) on numpy clips."""
+    return float(spectral.mel_distance(torch.from_numpy(estimate), torch.from_numpy(reference), sr))
 
 
 def f0_track(pcm: np.ndarray, sr: int) -> np.ndarray:
@@ -339,7 +338,6 @@ def load_training_checkpoint(path):
     """A step_*.pt of train_codec_dac.py -> (codec in eval mode, the checkpoint dict)."""
     from config import from_dict
     from telugu_codec_fixed import Codec
-    from train_utils import load_checkpoint
 
     ckpt = load_checkpoint(path)
     codec = Codec(from_dict(ckpt["config"]).codec)
@@ -359,8 +357,6 @@ def load_codec(checkpoint=None):
 def curve(run_dir, manifest, limit: int | None = 60, seed: int = 0, progress: bool = True) -> list[dict]:
     """Held-out quality against training time: every step_*.pt in `run_dir` scored at its full
     codebook count on the same clips. Rows of step, elapsed_s, stoi, pesq_wb (means)."""
-    from train_utils import Checkpoints
-
     paths = Checkpoints(run_dir).all()
     if not paths:
         raise FileNotFoundError(f"no step_*.pt checkpoints in {run_dir}")

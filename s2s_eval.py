@@ -38,14 +38,104 @@ import numpy as np
 import torch
 
 import dialogue_domain as domain
+import s2s_batching as sb
 import s2s_transformer as s2s
-import train_s2s as ts
-from audio_io import read_manifest
+from audio_io import load_audio, read_manifest
+from telugu_text import cer
+from telugu_tokenizer import PAD_ID
 
 ROOT = Path(__file__).resolve().parent
 TARGETS = {"answer_accuracy": ">= 0.90", "voice_match": ">= 0.95", "round_trip_cer": "<= 0.10",
            "barge_in_200ms": ">= 0.95", "response_gap_ms_p50": "<= 300", "step_ms_p50": "< 40"}
 BARGE_IN_MS = 200
+
+
+# --- the user's transcript, greedy (also train_s2s.py's validation) ---------------------------------
+
+@torch.no_grad()
+def transcribe(model, user, voice, silence_codes, n_frames=None, pad_bias: float = 0.0) -> torch.Tensor:
+    """Greedy streaming transcript of a batch while the agent stays silent (stage 1's setting):
+    the temporal transformer stepped frame by frame with its KV cache, each step reading the user
+    text it chose the step before. user: S2SModel.embed_user's input; -> ids [B, T]. pad_bias > 0
+    lowers PAD's logit by that much (a young model's PAD wins most argmaxes)."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    B = user.shape[0]
+    T = n_frames or (user.shape[-1] // model.frame_size if model.cfg.user_input == "mel" else user.shape[-1])
+    codes = torch.as_tensor(silence_codes, device=dev)[:model.n_codebooks].long()[None, :, None].expand(B, -1, T)
+    delayed = s2s._shift_right(model.apply_delay(codes), model.empty_code)
+    agent_text = s2s._shift_right(torch.full((B, T), PAD_ID, device=dev), model.text_start)
+    base = model.embed_user(user.to(dev), T) + model.voice_bias(voice, B, dev) + \
+        model.agent_code_emb(delayed + model.agent_code_offsets[:, None]).sum(dim=1) + model.agent_text_emb(agent_text)
+    caches = model.temporal.new_caches(B, model.cfg.context_frames, dev)
+    prev = torch.full((B,), model.text_start, dtype=torch.long, device=dev)
+    out = torch.empty(B, T, dtype=torch.long, device=dev)
+    for t in range(T):
+        cos, sin = s2s.rope(torch.tensor([t], device=dev), model.temporal.head_dim)
+        x = base[:, t:t + 1] + model.user_text_emb(prev)[:, None]
+        h = model.temporal.step(x, cos, sin, caches)
+        logits = model.user_text_head(h)[:, 0]
+        logits[:, PAD_ID] -= pad_bias
+        prev = out[:, t] = logits.argmax(-1)
+    model.train(was_training)
+    return out
+
+
+def validation_clips(manifest, n: int, sample_rate: int) -> list[dict]:
+    """`n` clips spread over the manifest (every k-th row, so every val voice is in)."""
+    rows = [r for r in read_manifest(manifest) if r.get("words")]
+    step = max(1, len(rows) // max(1, n))
+    return [dict(pcm=load_audio(r["audio"], sample_rate), ref=words_text(r["words"]), words=r["words"],
+                 speaker=r["speaker"]) for r in rows[::step][:n]]
+
+
+def validate_transcription(model, clips, tokenizer, codec, silence_codes, voice, tail_s=1.0, batch=16,
+                           lag_frames=2, pad_bias=0.0) -> dict:
+    """User-transcript quality on held-out voices, with the agent silent:
+        cer        greedy streaming decode of each clip + tail silence (what the page would show)
+        token_loss teacher-forced cross-entropy on the frames that carry a word's token, and
+        token_acc  how often the argmax there is that token: smooth measures that move long before
+                   a young model's greedy decode stops choosing PAD."""
+    dev = next(model.parameters()).device
+    fs, sr = model.frame_size, model.config.codec.sample_rate
+    rate = sr / fs
+    hyps, losses, hits, n_tokens = [], 0.0, 0, 0
+    for i in range(0, len(clips), batch):
+        group = clips[i:i + batch]
+        T = max(sb.frames_for(len(c["pcm"]) + int(tail_s * sr), fs) for c in group)
+        targets = [sb.align(tokenizer, c["words"], T, rate, lag_frames, "end") for c in group]
+        T = max(n for _, n in targets)
+        pcm = torch.zeros(len(group), 1, T * fs)
+        text = torch.full((len(group), T), PAD_ID, dtype=torch.long)
+        for b, (c, (ids, n)) in enumerate(zip(group, targets)):
+            pcm[b, 0, :len(c["pcm"])] = torch.from_numpy(c["pcm"])
+            text[b, :n] = torch.as_tensor(ids)
+        user = sb.user_input(pcm.to(dev), model.cfg.user_input, codec, model.n_codebooks)
+        v = None if voice is None else torch.as_tensor(voice)[None].expand(len(group), -1).to(dev)
+        ids = transcribe(model, user, v, silence_codes, T, pad_bias)
+        hyps += [tokenizer.decode(row.tolist()) for row in ids.cpu()]
+        with torch.no_grad():
+            codes = torch.as_tensor(silence_codes, device=dev)[None, :, None].expand(len(group), -1, T).long()
+            batch_tf = dict(user=user, agent_codes=codes, agent_text=torch.full_like(text, PAD_ID).to(dev),
+                            user_text=text.to(dev), voice=v)
+            logits = model(batch_tf, depth=False)["user_text"].float()
+            word = text.to(dev) != PAD_ID
+            losses += torch.nn.functional.cross_entropy(logits[word], text.to(dev)[word], reduction="sum").item()
+            hits += (logits[word].argmax(-1) == text.to(dev)[word]).sum().item()
+            n_tokens += int(word.sum())
+    refs = [c["ref"] for c in clips]
+    return {"cer": cer(refs, hyps), "token_loss": losses / max(1, n_tokens), "token_acc": hits / max(1, n_tokens),
+            "examples": list(zip(refs[:3], hyps[:3]))}
+
+
+def silence_codes_of(codec) -> np.ndarray:
+    """The codec's answer to steady silence, all codebooks (as the streaming generator forces it)."""
+    return s2s.steady_silence_codes(codec).cpu().numpy()
+
+
+def words_text(words) -> str:
+    return " ".join(w["word"] for w in words)
 
 
 def _frames(seconds: float, frame_s: float) -> int:
@@ -58,12 +148,12 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
     oracle_transcript: the model reads the true user words (aligned as in training) instead of its
     own transcript, so answer accuracy then measures answering alone."""
     sr = codec.sample_rate
-    user = ts.read_channel(d["audio"], 0, sample_rate=sr)
+    user = sb.read_channel(d["audio"], 0, sample_rate=sr)
     voice = bank.embedding(d["agent_voice"]) if bank is not None and d["agent_voice"] in bank.names() else None
     oracle = None
     if oracle_transcript:
-        n = ts.frames_for(len(user), model.frame_size)
-        oracle, _ = ts.align(tokenizer, d["user_words"], n, sr / model.frame_size, ts.StageSettings.user_lag_frames, "end")
+        n = sb.frames_for(len(user), model.frame_size)
+        oracle, _ = sb.align(tokenizer, d["user_words"], n, sr / model.frame_size, sb.StageSettings.user_lag_frames, "end")
     run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer,
                        text_temperature=text_temperature, text_top_k=text_top_k, user_text_ids=oracle,
                        now=d["meta"].get("now"))  # the moment its time and date answers were written for
@@ -98,7 +188,7 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
         ok = any(not any(active[f:f + window]) for f in range(f0, min(len(active), f0 + window + 1)))
         barge.append(bool(ok))
     out = {"id": meta["id"], "agent_voice": d["agent_voice"], "turns": turns, "barge_in": barge,
-           "user_ref": ts.words_text(d["user_words"]), "user_hyp": run["user_text"], "agent_text": run["agent_text"],
+           "user_ref": words_text(d["user_words"]), "user_hyp": run["user_text"], "agent_text": run["agent_text"],
            "step_ms": run["step_ms"], "frame_ms": run["frame_total_ms"]}
     if encoder is not None:
         out.update(voice_check(run, active, encoder, bank, d["agent_voice"], sr, model.frame_size))
@@ -110,13 +200,13 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
 def text_answers(model, codec, bank, tokenizer, n: int, split: str = "heldout_val", seed: int = 0,
                  text_temperature: float | None = None) -> dict:
     """Answering alone, without audio: n dialogue plans of `split` (held-out phrasings and slot
-    values; dialogue_corpus.plan_dialogue), timed as train_s2s.TextDialogues times its items. The
+    values; dialogue_corpus.plan_dialogue), timed as s2s_batching.TextDialogues times its items. The
     model reads the true user words with its user audio silent and its agent codes held at
     silence (as those items were trained), and its agent text runs free, sampled as in a conversation
     (the model's text temperature unless given; greedy decoding mostly picks PAD). A turn is right
     when is_correct accepts the agent text between the request's end and the next request."""
     import dialogue_corpus
-    texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank)
+    texts = sb.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, sb.StageSettings(), seed, bank)
     silent = codec.latent(torch.zeros(1, 1, 50 * model.frame_size))[0, :, -1]  # the settled latent of silence
     silence_codes = s2s.steady_silence_codes(codec, model.n_codebooks)
     turns = []
@@ -155,8 +245,8 @@ def text_forced(model, codec, bank, tokenizer, n: int, split: str = "heldout_val
     the sampled text_answers (a right turn needs every token) stays at the noise floor; a turn
     counts as forced-right when every one of its answer tokens is the likeliest word."""
     import dialogue_corpus
-    texts = ts.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, ts.StageSettings(), seed, bank)
-    silence = ts.silence_codes_of(codec)
+    texts = sb.TextDialogues(tokenizer, codec.sample_rate, model.frame_size, sb.StageSettings(), seed, bank)
+    silence = silence_codes_of(codec)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -168,8 +258,8 @@ def text_forced(model, codec, bank, tokenizer, n: int, split: str = "heldout_val
                                   np.random.default_rng([seed, i]))
             lines.append(line)
             items.append(texts.line_item(line))
-        b = {k: v.to(device) for k, v in ts.collate(items, silence, model.voice_in.in_features).items()}
-        b["user"] = ts.batch_user_input(b, model.cfg.user_input, codec, model.n_codebooks)  # as training reads it
+        b = {k: v.to(device) for k, v in sb.collate(items, silence, model.voice_in.in_features).items()}
+        b["user"] = sb.batch_user_input(b, model.cfg.user_input, codec, model.n_codebooks)  # as training reads it
         logits = model(b, depth=False)["agent_text"].float()
         logits[..., tokenizer.pad_id] = float("-inf")
         logp = torch.log_softmax(logits, dim=-1).cpu()
@@ -202,7 +292,7 @@ def wording_ceilings(intent: str, slots: dict, tokenizer) -> tuple[float, float]
     max P(wording), and on the first token max P(first token). 60 of the 73 intents have 2-3
     wordings: the whole-answer ceiling is about 0.54, the first token's about 0.78."""
     # tokenised word by word, as TextDialogues.timed_words and align_words lay an answer out
-    seqs = [tuple(i for w in (raw.strip(ts._PUNCT) for raw in text.split()) if w for i in tokenizer.encode(w))
+    seqs = [tuple(i for w in (raw.strip(sb._PUNCT) for raw in text.split()) if w for i in tokenizer.encode(w))
             for text in domain.answers(intent, slots)]
     if not seqs:
         return 1.0, 1.0
@@ -229,12 +319,12 @@ def round_trip(model, codec, tokenizer, results, silence_codes, bank, batch: int
         pcm = torch.zeros(len(group), 1, T * fs)
         for b, r in enumerate(group):
             pcm[b, 0, :len(r["agent_pcm"])] = torch.from_numpy(r["agent_pcm"])
-        user = ts.user_input(pcm, model.cfg.user_input, codec, model.n_codebooks)
+        user = sb.user_input(pcm, model.cfg.user_input, codec, model.n_codebooks)
         voice = None
         if bank is not None:
             voice = torch.stack([bank.embedding(r["agent_voice"]) if r["agent_voice"] in bank.names()
                                  else torch.zeros(model.voice_in.in_features) for r in group])
-        ids = ts.transcribe(model, user, voice, silence_codes, T)
+        ids = transcribe(model, user, voice, silence_codes, T)
         for r, row in zip(group, ids):
             r["round_trip_hyp"] = tokenizer.decode(row.tolist())
 
@@ -255,9 +345,9 @@ def summarise(results) -> dict:
     return {
         "dialogues": len(results), "turns_scored": len(turns),
         "answer_accuracy": round(float(np.mean([t["correct"] for t in turns])), 4) if turns else None,
-        "user_cer": round(ts.cer([r["user_ref"] for r in results], [r["user_hyp"] for r in results]), 4) if results else None,
+        "user_cer": round(cer([r["user_ref"] for r in results], [r["user_hyp"] for r in results]), 4) if results else None,
         "voice_match": round(float(np.mean(voice)), 4) if voice else None,
-        "round_trip_cer": round(ts.cer([r["agent_text"] for r in rt], [r["round_trip_hyp"] for r in rt]), 4) if rt else None,
+        "round_trip_cer": round(cer([r["agent_text"] for r in rt], [r["round_trip_hyp"] for r in rt]), 4) if rt else None,
         "round_trip_n": len(rt),
         "barge_in_200ms": round(float(np.mean(barge)), 4) if barge else None, "barge_in_n": len(barge),
         "response_gap_ms_p50": pct(gaps, 50), "response_gap_ms_p95": pct(gaps, 95),
@@ -327,10 +417,10 @@ def augment_clips(clips, sr: int, strength: float, seed: int = 0) -> list[dict]:
 
 
 def transcript_report(model, codec, tokenizer, args, bank_path: Path) -> int:
-    clips = ts.validation_clips(args.sentences, args.limit or 10 ** 6, codec.sample_rate)
+    clips = validation_clips(args.sentences, args.limit or 10 ** 6, codec.sample_rate)
     if args.augment > 0:
         clips = augment_clips(clips, codec.sample_rate, args.augment, args.augment_seed)
-    silence = ts.silence_codes_of(codec)
+    silence = silence_codes_of(codec)
     report = {"checkpoint": str(args.checkpoint), "step": getattr(model, "step", None),
               "user_input": model.cfg.user_input, "sentences": args.sentences, "clips": len(clips),
               "augment": args.augment}
@@ -343,7 +433,7 @@ def transcript_report(model, codec, tokenizer, args, bank_path: Path) -> int:
         voice = bank.embedding(bank.names()[0] if args.listen_voice == "first" else args.listen_voice).numpy()
     report["listen_voice"] = args.listen_voice
     for bias in sorted({0.0, args.pad_bias}):
-        m = ts.validate_transcription(model, clips, tokenizer, codec, silence, voice, pad_bias=bias)
+        m = validate_transcription(model, clips, tokenizer, codec, silence, voice, pad_bias=bias)
         report["cer" if bias == 0 else f"cer_pad_bias_{bias:g}"] = round(m["cer"], 4)
         report.update(token_loss=round(m["token_loss"], 4), token_acc=round(m["token_acc"], 4))
         report.setdefault("examples", []).extend(m["examples"][:2])
@@ -432,7 +522,7 @@ def main(argv=None) -> int:
               "or voice match", file=sys.stderr)
         encoder = None if bank is None else encoder
 
-    dialogues = ts.read_dialogues(args.dialogues, args.split, None if args.with_pauses else args.limit or None)
+    dialogues = sb.read_dialogues(args.dialogues, args.split, None if args.with_pauses else args.limit or None)
     if args.with_pauses:  # turn-taking probe: only dialogues with a pause inside a request
         dialogues = [d for d in dialogues if any(u.get("hesitation") for u in d["meta"]["utterances"])]
         dialogues = dialogues[:args.limit] if args.limit else dialogues
@@ -448,7 +538,7 @@ def main(argv=None) -> int:
                                     args.oracle_transcript))
         print(f"\r{i + 1}/{len(dialogues)} dialogues", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    silence = ts.silence_codes_of(codec)
+    silence = silence_codes_of(codec)
     round_trip(model, codec, tokenizer, results, silence, bank)
     by_voice = defaultdict(list)
     for r in results:
@@ -465,11 +555,11 @@ def main(argv=None) -> int:
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "per_intent": by_intent(results), "targets": TARGETS}
     if args.sentences and Path(args.sentences).exists():
-        clips = ts.validation_clips(args.sentences, 10 ** 6, codec.sample_rate)
+        clips = validation_clips(args.sentences, 10 ** 6, codec.sample_rate)
         if args.limit:
             clips = clips[::max(1, len(clips) // (4 * args.limit))][:4 * args.limit]
         voice = bank.embedding(bank.names()[0]) if bank is not None else None
-        report["sentence_test_cer"] = round(ts.validate_transcription(model, clips, tokenizer, codec, silence, voice)["cer"], 4)
+        report["sentence_test_cer"] = round(validate_transcription(model, clips, tokenizer, codec, silence, voice)["cer"], 4)
         report["sentence_test_clips"] = len(clips)
     if args.text_dialogues:
         report.update(text_answers(model, codec, bank, tokenizer, args.text_dialogues, args.split, args.seed,

@@ -53,6 +53,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from checkpoint_io import codec_hash, load_safetensors
+from s2s_clock import CLOCK_DIM, clock_features
 from config import Config, config_json_path, from_dict
 from telugu_tokenizer import PAD_ID
 
@@ -63,30 +65,7 @@ PAD_LOSS_WEIGHT = 0.5  # Moshi halves the loss on text padding, which fills most
 
 
 # --- the clock -----------------------------------------------------------------------------------
-# Seven of the domain's intents ask for the time or the date, which no amount of listening reveals:
-# the agent is told "now" as a conditioning vector added to every frame, like its voice (DESIGN.md).
-# One-hot fields, so each hour, minute, weekday, day, month and year gets its own learnt direction,
-# and the words for it are learnt like any other slot value.
-CLOCK_YEARS = (2020, 2040)  # later years saturate at 2039
-CLOCK_FIELDS = (("known", 1), ("hour", 24), ("minute", 60), ("weekday", 7), ("day", 31), ("month", 12),
-                ("year", CLOCK_YEARS[1] - CLOCK_YEARS[0]))
-CLOCK_DIM = sum(n for _, n in CLOCK_FIELDS)
-
-
-def clock_features(now=None) -> torch.Tensor:
-    """A datetime (or its ISO string; None: unknown) -> float [CLOCK_DIM] of one-hot fields."""
-    import datetime as dt
-    x = torch.zeros(CLOCK_DIM)
-    if now is None:
-        return x
-    now = dt.datetime.fromisoformat(now) if isinstance(now, str) else now
-    year = min(max(now.year, CLOCK_YEARS[0]), CLOCK_YEARS[1] - 1) - CLOCK_YEARS[0]
-    offset = 0
-    for (_, n), value in zip(CLOCK_FIELDS, (0, now.hour, now.minute, now.weekday(), now.day - 1, now.month - 1, year)):
-        x[offset + value] = 1.0
-        offset += n
-    return x
-
+# The moment the agent is told, as one-hot fields: s2s_clock.clock_features (the batching code needs it too).
 
 def fill_missing_clock(model: "S2SModel", state: dict) -> dict:
     """Weights saved before the clock existed: a zero clock projection, the same model as before."""
@@ -508,7 +487,7 @@ class S2SModel(nn.Module):
         mask = torch.ones(B, T, dtype=torch.bool, device=agent_codes.device) if mask is None else mask.bool()
         if not 0 < depth_fraction <= 1:
             raise ValueError(f"depth_fraction must be in (0, 1], got {depth_fraction}")
-        # Text-only rows (train_s2s.TextDialogues) teach the agent's text alone: no user transcript
+        # Text-only rows (s2s_batching.TextDialogues) teach the agent's text alone: no user transcript
         # (their user is silent) and no codes (silence under speech-time text would teach muteness).
         text_only = batch.get("text_only")
         audio = mask if text_only is None else mask & ~text_only.bool()[:, None]
@@ -821,11 +800,9 @@ class StreamingGenerator:
 
 def load(path=None, device="cpu", tokenizer_path=None) -> S2SModel:
     """The shipped model (no path) or an exported one: safetensors + the JSON Config beside it
-    (train_utils.export_safetensors(model.state_dict(), path, model.config)). The tokenizer
+    (checkpoint_io.export_safetensors(model.state_dict(), path, model.config)). The tokenizer
     beside it (telugu_spm.model in the same folder, or `tokenizer_path`) is attached as
     model.tokenizer when present, for the generator's text pieces."""
-    from train_utils import load_safetensors
-
     path = Path(path) if path else SHIPPED
     if not path.exists():
         raise FileNotFoundError(f"S2S checkpoint not found: {path} (train one with train_s2s.py)")
@@ -938,14 +915,14 @@ def response_gap_ms(user_loud, agent_db, frame_ms: int, threshold_db: float = AG
 
 
 def warn_codec_mismatch(checkpoint, codec_path) -> bool:
-    """train_s2s.py records the hash of the codec a model was trained with: another codec's codes
-    (and latents) mean something else, and the agent then speaks noise. Warn, do not refuse."""
+    """train_s2s.py records the hash of the codec a model was trained with (checkpoint_io.codec_hash):
+    another codec's codes (and latents) mean something else, and the agent then speaks noise. Warn,
+    do not refuse."""
     from safetensors import safe_open
 
-    import train_s2s
     with safe_open(str(checkpoint), "pt") as f:
         trained = (f.metadata() or {}).get("codec_sha")
-    used = train_s2s.codec_hash(codec_path)
+    used = codec_hash(codec_path)
     if trained and trained != used:
         print(f"warning: {checkpoint} was trained with codec {trained}, {codec_path} is {used}: "
               "fine-tune it on this codec (train_s2s.py --init)", file=sys.stderr)

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from checkpoint_io import load_safetensors
 from config import ROOT, SpeakerConfig, config_json_path, from_dict
 
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "speaker_encoder.safetensors"
@@ -197,8 +198,6 @@ def similarity(a, b) -> float:
 
 def load(path=None, device="cpu") -> SpeakerEncoder:
     """The shipped encoder (or `path`: a .safetensors with its .json config beside it), eval mode."""
-    from train_utils import load_safetensors
-
     path = Path(path) if path else DEFAULT_CHECKPOINT
     cfg_path = config_json_path(path)
     if not path.exists() or not cfg_path.exists():

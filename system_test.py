@@ -175,7 +175,7 @@ def _exists(path: Path, fix: str) -> None:
     json_path = path.with_suffix(".json")
     if path.suffix == ".safetensors" and not json_path.exists():
         raise Failed(f"{json_path} (its config) not found", "export it with its config beside it "
-                     "(train_utils.export_safetensors writes both)")
+                     "(checkpoint_io.export_safetensors writes both)")
 
 
 def _same_config(model_cfg, path: Path, section: str) -> None:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from checkpoint_io import load_safetensors
 from config import CodecConfig, Config, config_json_path, from_dict
 
 ROOT = Path(__file__).resolve().parent
@@ -500,8 +501,6 @@ class Codec(nn.Module):
 
 def load(path=None, device="cpu", inference: bool = True) -> Codec:
     """The shipped codec (no path) or any exported one: safetensors + JSON config beside it."""
-    from train_utils import load_safetensors
-
     path = Path(path) if path else SHIPPED
     if not path.exists():
         raise FileNotFoundError(f"codec checkpoint not found: {path} (train one with train_codec_dac.py)")

@@ -28,10 +28,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import checkpoint_io as ckio
 import train_utils as tu
 from audio_io import ManifestIndex, load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, to_dict
-from discriminator_dac import Discriminator, MultiScaleMelLoss, PhaseLoss, discriminator_loss, generator_losses
+from discriminator_dac import Discriminator, discriminator_loss, generator_losses
+from spectral import MultiScaleMelLoss, PhaseLoss
 from telugu_codec_fixed import Codec, f0_loss, yin_f0
 
 
@@ -152,7 +154,7 @@ def main(argv=None):
     opt_g = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
 
-    ckpts = tu.Checkpoints(out_dir, train.keep_checkpoints)
+    ckpts = ckio.Checkpoints(out_dir, train.keep_checkpoints)
     step, epoch, batch_in_epoch, elapsed = 0, 0, 0, 0.0
     state, path = tu.resolve_resume(args.resume, ckpts)
     if state is not None:
@@ -167,7 +169,7 @@ def main(argv=None):
             print(f"resumed from {path} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
     elif args.init:
         # A codec from before the harmonic head (codec.harmonics) starts it from scratch.
-        missing, unexpected = model.load_state_dict(tu.load_safetensors(args.init), strict=False)
+        missing, unexpected = model.load_state_dict(ckio.load_safetensors(args.init), strict=False)
         if unexpected or any(not k.startswith("decoder.harmonic.") for k in missing):
             raise SystemExit(f"error: {args.init} does not fit this codec config: missing {missing}, "
                              f"unexpected {unexpected}")
@@ -363,9 +365,9 @@ def main(argv=None):
     save()
     if rt.is_main:
         final = out_dir / "codec.safetensors"
-        tu.export_safetensors(model.state_dict(), final, cfg, fp16=False)
+        ckio.export_safetensors(model.state_dict(), final, cfg, fp16=False)
         if args.export:
-            tu.export_safetensors(model.state_dict(), args.export, cfg, fp16=True,
+            ckio.export_safetensors(model.state_dict(), args.export, cfg, fp16=True,
                                   metadata={"step": step, "elapsed_s": round(elapsed)})
         print(f"done at step {step} ({elapsed / 60:.1f} min of training): {final}")
         if writer:

@@ -30,64 +30,35 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
-import math
 import os
 import shutil
 import sys
 import time
-import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import checkpoint_io as ckio
 import dialogue_corpus
-import dialogue_domain as domain
+import s2s_eval
 import train_utils as tu
 from audio_io import load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, from_dict, to_dict
-from s2s_transformer import CLOCK_DIM, S2SModel, _shift_right, clock_features, fill_missing_clock
+from s2s_batching import (StageSettings, TextDialogues, align, batch_user_input, collate, frames_for, read_channel,
+                          read_dialogues)
+from s2s_clock import clock_features
+from s2s_eval import silence_codes_of, validate_transcription, validation_clips
+from s2s_transformer import S2SModel, fill_missing_clock
 from telugu_tokenizer import PAD_ID, Tokenizer
 
 STAGES = ("transcribe", "dialogue")
 ROOT = Path(__file__).resolve().parent
-
-
-@dataclass
-class StageSettings:
-    """What differs between the stages; saved in every checkpoint. Flags of the same names."""
-    stage1_steps: int = 0  # 0: train.max_steps, else train.epochs over the sentence corpus
-    stage2_steps: int = 0  # 0: train.max_steps, else train.epochs over the dialogues
-    stage1_minutes: float = 0.0  # >0: stage 1 also stops after this much wall-clock time (LR decays over it)
-    stage2_minutes: float = 0.0  # >0: likewise for stage 2
-    user_lag_frames: int = 2  # user transcript: a word's tokens start 2 frames after it was heard
-    agent_lead_frames: int = 1  # agent text: a word's tokens start 1 frame before its audio
-    crop_s: float = 16.0  # stage 2: random crops of whole dialogues of this length
-    sentence_share: float = 0.25  # stage 2: share of each epoch's items that are stage-1 sentences
-    sentence_voice_share: float = 1.0  # share of sentence items given an agent voice; the rest get none
-    # (zero vector, "listening only"), so the agent's silence there is tied to that condition, not to
-    # speech that sounds like a request (many sentences are greetings and questions)
-    lead_silence_s: float = 1.0  # stage 1: up to this much silence before a clip (no fixed onset)
-    tail_silence_s: float = 0.8  # stage 1: silence after it, for the lagging transcript
-    augment_strength: float = 1.0  # 0 disables augment.py
-    stage1_agent_text_weight: float = 0.1  # stage 1 also learns "PAD while listening"
-    stage1_code_weight: float = 0.0  # >0 trains the depth transformer on silence codes too (3-4x cost)
-    echo: int = 1  # data echoing (Choi et al. 2019): train on each loaded batch this many times when the loader is the bottleneck
-    stage2_code_weight: float = -1.0  # <0: the model's loss weights; 0: text streams only (no depth pass, 3-4x cheaper)
-    depth_fraction: float = 1.0  # <1: the depth transformer trains on this random share of each batch's frames (Sesame CSM)
-    val_clips: int = 32  # stage 1 validation: val-voice clips transcribed greedily
-    val_dialogues: int = 6  # stage 2 validation: held-out dialogues answered greedily
-    max_dialogues: int = 0  # stage 2: the first N training dialogues only (0: all; smoke tests)
-    text_share: float = 0.0  # stage 2: share of items that are text-only dialogues (TextDialogues)
-    text_word_dropout: float = 0.0  # TextDialogues: each non-slot word of a request dropped with this chance
-    extra_phrasings: str = ""  # TextDialogues: also draw the train-only extras in this JSON (dialogue_domain)
 
 
 def window_note(crop_s: float, frame_rate: float, context_frames: int) -> str | None:
@@ -102,51 +73,7 @@ def window_note(crop_s: float, frame_rate: float, context_frames: int) -> str | 
             f"{context_frames / frame_rate:g} or more, or --set s2s.context_frames={crop}")
 
 
-# --- text and CER ----------------------------------------------------------------------------------
-
-def cer_text(text: str) -> str:
-    """The form both sides of a CER are compared in: NFC, letters, marks and digits only, single
-    spaces (punctuation is not spoken, so neither transcript carries it)."""
-    text = unicodedata.normalize("NFC", text).replace("\u200c", "").replace("\u200d", "")
-    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else " " for c in text)
-    return " ".join(kept.split())
-
-
-def edit_distance(a, b) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def cer(refs, hyps) -> float:
-    """Character error rate over a set: total edits / total reference characters."""
-    refs, hyps = [cer_text(r) for r in refs], [cer_text(h) for h in hyps]
-    return sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(len(r) for r in refs))
-
-
-def words_text(words) -> str:
-    return " ".join(w["word"] for w in words)
-
-
 # --- stage 1 data: the sentence corpus -------------------------------------------------------------
-
-def frames_for(n_samples: int, frame_size: int) -> int:
-    return -(-n_samples // frame_size)
-
-
-def align(tokenizer, words, n_frames, frame_rate, lag, anchor):
-    """align_words, growing the stream by whole frames when the last word's tokens spill past it.
-    Returns (ids, n_frames)."""
-    while True:
-        try:
-            return tokenizer.align_words(words, n_frames, frame_rate, lag, anchor), n_frames
-        except ValueError:
-            n_frames += 4
-
 
 class Sentences(torch.utils.data.Dataset):
     """Stage 1 items: one clip (augmented, after a random lead of silence, followed by silence) as
@@ -199,20 +126,6 @@ def file_key(path) -> str:
     return f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def codec_hash(codec_path) -> str:
-    """What the S2S model depends on in a codec: the encoder and quantizer weights (the user
-    latents and the agent codes), as fp16, so the fp32 and fp16 exports of one codec agree and a
-    decoder fine-tuned with `train_codec_dac.py --decoder_only` keeps the hash (and the model)."""
-    from safetensors import safe_open
-    h = hashlib.sha256()
-    with safe_open(str(codec_path), "pt") as f:
-        for name in sorted(f.keys()):
-            if name.startswith(("encoder.", "quantizer.")) and not name.endswith(".usage"):
-                h.update(name.encode())
-                h.update(f.get_tensor(name).to(torch.float16).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class CodeCache:
     """The agent channel of every dialogue as codec codes, encoded once by the frozen codec:
     int16 shards [n_codebooks, frames] (numpy .npy, memory-mapped, so a corpus bigger than memory
@@ -220,7 +133,7 @@ class CodeCache:
     the codec checkpoint's hash. A re-run, or another stage, encodes nothing it already has."""
 
     def __init__(self, root, codec_path, shard_frames: int = 1 << 17):  # 87 min of audio a shard
-        self.dir = Path(root) / codec_hash(codec_path)
+        self.dir = Path(root) / ckio.codec_hash(codec_path)
         self.shard_frames = shard_frames
         index = self.dir / "index.json"
         self.index = json.loads(index.read_text()) if index.exists() else {}
@@ -275,45 +188,8 @@ class CodeCache:
         return self._shards[shard][:, offset:offset + n]
 
 
-def read_dialogues(dialogue_dir, split: str, limit: int | None = None) -> list[dict]:
-    """The dialogues of one split of dialogue_corpus.py's output (dialogues_<split>.jsonl, one
-    <id>.json per dialogue): the WAV (user left, agent right), the un-augmented user channel when
-    stored, the agent voice, and every timed word of each side, with the JSON itself as `meta`."""
-    path = Path(dialogue_dir) / f"dialogues_{split}.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            meta = json.loads((path.parent / row["json"]).read_text(encoding="utf-8"))
-            words = {side: sorted((w for u in meta["utterances"] if u["side"] == side for w in u["words"]),
-                                  key=lambda w: w["start"]) for side in ("user", "agent")}
-            out.append(dict(audio=str(path.parent / row["audio"]),
-                            user_dry=str(path.parent / row["user_dry"]) if row.get("user_dry") else None,
-                            agent_voice=meta["agent_voice"], user_voice=meta["user_voice"],
-                            user_words=words["user"], agent_words=words["agent"], meta=meta))
-            if limit and len(out) >= limit:
-                break
-    return out
-
-
 def dialogue_words(d: dict, side: str) -> list[dict]:
     return d[f"{side}_words"]
-
-
-def read_channel(path, channel: int, start: int = 0, frames: int = -1, sample_rate: int = 24000) -> np.ndarray:
-    """One channel of a dialogue WAV (0 user, 1 agent); only the requested samples are read."""
-    info = sf.info(path)
-    if info.samplerate == sample_rate:
-        pcm, _ = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
-        return pcm[:, channel]
-    pcm, sr = sf.read(path, dtype="float32", always_2d=True)
-    from audio_io import resample
-    pcm = resample(pcm[:, channel], sr, sample_rate)
-    return pcm[start:] if frames < 0 else pcm[start:start + frames]
 
 
 class Dialogues(torch.utils.data.Dataset):
@@ -362,111 +238,6 @@ class Dialogues(torch.utils.data.Dataset):
         return self.item(i, tu.item_rng(self.seed, self.epoch, i))
 
 
-# Word durations of the rendered dialogues (eSpeak NG, Telugu): least squares over 4,488 words of
-# 200 training dialogues gives 0.123 s + 0.068 s per character (residual sd 0.11 s); words follow
-# each other without a gap except after punctuation (p95 of the gaps: 0.18 s).
-WORD_S, CHAR_S, PUNCT_PAUSE_S = 0.123, 0.068, (0.1, 0.35)
-_PUNCT = ".,!?;:'\"“”‘’…।-"
-
-
-class TextDialogues(torch.utils.data.Dataset):
-    """Text-only dialogues, Moshi's text pretraining at the scale of our domain: the agent learns
-    *what* to answer from the transcript stream it reads back, on far more distinct requests and
-    slot values than the rendered corpus holds (2,000 dialogues hold a few hundred sums; the
-    answers are arithmetic over them). Item i is a fresh dialogue_corpus.plan_dialogue of the
-    training split (no held-out phrasings or slot values), its words timed by the duration model
-    above at a random tempo and laid out with the rendered corpus's gaps, the user's audio silent,
-    the agent's codes silence. Only the agent-text loss counts (`text_only`: a silent user has no
-    transcript to learn, and silence codes under speech-time text would teach muteness).
-    Interruptions and backchannels are left to the rendered dialogues: here the user never
-    talks over the agent."""
-
-    def __init__(self, tokenizer, sample_rate, frame_size, settings: StageSettings, seed: int, voice_bank,
-                 size: int = 0):  # size: items of an epoch when used alone (Mixed sets its own count)
-        self.tok, self.s, self.seed, self.epoch = tokenizer, settings, seed, 0
-        self.sr, self.fs, self.size = sample_rate, frame_size, size
-        self.rate = sample_rate / frame_size
-        self.crop = max(1, int(round(settings.crop_s * self.rate)))
-        self.voices = {n: voice_bank.embedding(n).numpy() for n in voice_bank.names()}
-        if settings.extra_phrasings:
-            domain.use_extra_phrasings(settings.extra_phrasings)
-
-    def __len__(self):
-        return self.size
-
-    def timed_words(self, text: str, t: float, tempo: float, rng) -> list[dict]:
-        words = []
-        for raw in text.split():
-            word = raw.strip(_PUNCT)
-            if not word:
-                continue
-            dur = (WORD_S + CHAR_S * len(word)) * tempo * float(np.clip(rng.normal(1.0, 0.12), 0.7, 1.3))
-            words.append({"word": word, "start": round(t, 3), "end": round(t + dur, 3)})
-            t += dur
-            if raw[-1] in _PUNCT:
-                t += rng.uniform(*PUNCT_PAUSE_S)
-        return words
-
-    def request_words(self, turn: dict, rng) -> str:
-        """The request as said, less each non-slot word with probability text_word_dropout: the
-        agent learns every cue of an intent rather than whole phrasings (held-out phrasings share
-        some of a training phrasing's words, rarely all), and to bear a transcript that missed a
-        word. Slot words (numbers, places, ...) stay: without them there is no right answer."""
-        p = self.s.text_word_dropout
-        words = turn["user_text"].split()
-        if p <= 0 or len(words) < 2:
-            return turn["user_text"]
-        fields = domain.INTENTS[turn["intent"]].fields(turn["slots"])
-        slot_words = {w.strip(_PUNCT) for v in fields.values() for w in str(v).split()}
-        kept = [w for w in words if w.strip(_PUNCT) in slot_words or rng.random() >= p]
-        return " ".join(kept) if 2 * len(kept) >= len(words) else turn["user_text"]  # a cue, not a guess
-
-    def timeline(self, spec: dict, rng) -> dict:
-        """A dialogue plan laid out in frames: both text streams over its whole length and, per
-        turn, its intent, slots and the frames where the request starts and ends."""
-        c = dialogue_corpus
-        user, agent, turns = [], [], []
-        t = rng.uniform(*c.LEAD)
-        for turn in spec["turns"]:
-            u = self.timed_words(self.request_words(turn, rng), t, rng.uniform(0.85, 1.2), rng)
-            if not u:
-                continue
-            h = turn.get("hesitation")  # a pause inside the request, as the rendered corpus has it
-            if h and len(u) > 1:
-                u = c.pause_words(u, min(h["after_words"], len(u) - 1), h["pause_s"])
-            a = self.timed_words(turn["agent_text"], u[-1]["end"] + rng.uniform(*c.RESPONSE_GAP),
-                                 rng.uniform(0.95, 1.05), rng)
-            turns.append({"intent": turn["intent"], "slots": turn["slots"], "agent_text": turn["agent_text"],
-                          "start": int(u[0]["start"] * self.rate), "end": math.ceil(u[-1]["end"] * self.rate)})
-            user, agent = user + u, agent + a
-            t = (a or u)[-1]["end"] + rng.uniform(*c.TURN_PAUSE)
-        n = frames_for(int((t + rng.uniform(*c.TAIL)) * self.sr), self.fs)
-        user_text, n = align(self.tok, user, n, self.rate, self.s.user_lag_frames, "end")
-        agent_text, n = align(self.tok, agent, n, self.rate, -self.s.agent_lead_frames, "start")
-        if len(user_text) < n:  # the agent's stream grew the dialogue: realign the user's to it
-            user_text, _ = align(self.tok, user, n, self.rate, self.s.user_lag_frames, "end")
-        return {"user_text": np.asarray(user_text, np.int64), "agent_text": np.asarray(agent_text, np.int64),
-                "turns": turns, "now": spec["now"],
-                "voice": spec["agent_voice"] if spec["agent_voice"] in self.voices else sorted(self.voices)[0]}
-
-    def item(self, i, rng):
-        spec = dialogue_corpus.plan_dialogue("train", int(rng.integers(1 << 30)), seed=self.seed, augment=False)
-        line = self.timeline(spec, rng)
-        n_total = len(line["user_text"])
-        n = min(self.crop, n_total)
-        return self.line_item(line, int(rng.integers(0, n_total - n + 1)), n)
-
-    def line_item(self, line: dict, start: int = 0, n: int | None = None) -> dict:
-        """Frames [start, start + n) of a timeline (all of it by default) as a training item."""
-        n = len(line["user_text"]) - start if n is None else n
-        return dict(user=np.zeros(n * self.fs, np.float32), user_text=line["user_text"][start:start + n],
-                    agent_text=line["agent_text"][start:start + n], agent_codes=None,
-                    voice=self.voices[line["voice"]], clock=clock_features(line["now"]), text_only=True)
-
-    def __getitem__(self, i):
-        return self.item(i, tu.item_rng(self.seed, self.epoch, i))
-
-
 class Mixed(torch.utils.data.Dataset):
     """Stage 2's epoch: every dialogue once, plus sentences as `sentence_share` of the items and
     text-only dialogues as `text_share` (which one is drawn per item from (seed, epoch, index), so
@@ -496,65 +267,6 @@ class Mixed(torch.utils.data.Dataset):
         return self.texts.item(i, rng)
 
 
-def collate(items, silence_codes: np.ndarray, voice_dim: int):
-    """Pad a list of items to the longest: silence for the user, PAD text, silence codes for the
-    agent, zeros (unknown) for a missing clock; `mask` marks the real frames (padding adds no
-    loss); `text_only` [B] marks the TextDialogues items, when the batch has any (agent-text loss
-    only)."""
-    T = max(len(it["user_text"]) for it in items)
-    B, fs = len(items), len(items[0]["user"]) // len(items[0]["user_text"])
-    K = len(silence_codes)
-    user = torch.zeros(B, 1, T * fs)
-    user_text = torch.full((B, T), PAD_ID, dtype=torch.long)
-    agent_text = torch.full((B, T), PAD_ID, dtype=torch.long)
-    agent_codes = torch.from_numpy(np.asarray(silence_codes, np.int64))[None, :, None].repeat(B, 1, T)
-    voice = torch.zeros(B, voice_dim)
-    mask = torch.zeros(B, T, dtype=torch.bool)
-    text_only = torch.tensor([bool(it.get("text_only", False)) for it in items])
-    clock = torch.stack([torch.as_tensor(it["clock"]) if it.get("clock") is not None else torch.zeros(CLOCK_DIM)
-                         for it in items])
-    for b, it in enumerate(items):
-        n = len(it["user_text"])
-        user[b, 0, :n * fs] = torch.from_numpy(np.asarray(it["user"][:n * fs], np.float32))
-        user_text[b, :n] = torch.as_tensor(it["user_text"])
-        agent_text[b, :n] = torch.as_tensor(it["agent_text"])
-        if it["agent_codes"] is not None:
-            agent_codes[b, :, :n] = torch.as_tensor(it["agent_codes"][:K])
-        if it["voice"] is not None:
-            voice[b] = torch.as_tensor(it["voice"])
-        mask[b, :n] = True
-    batch = dict(user=user, user_text=user_text, agent_text=agent_text, agent_codes=agent_codes, voice=voice,
-                 clock=clock, mask=mask)
-    if text_only.any():  # only then: a batch without it trains exactly as before
-        batch["text_only"] = text_only
-    return batch
-
-
-# --- the user's side: the input the model reads ------------------------------------------------------
-
-def user_input(pcm, kind: str, codec, n_codebooks: int):
-    """pcm [B, 1, T * frame_size] -> what S2SModel.embed_user takes for cfg.s2s.user_input."""
-    if kind == "mel":
-        return pcm
-    with torch.no_grad():
-        latent = codec.latent(pcm)
-        return latent if kind == "latent" else codec.quantizer.encode(latent, n_codebooks)
-
-
-def batch_user_input(batch, kind: str, codec, n_codebooks: int):
-    """user_input for a collated batch. Text-only rows all hold the same silence, so the codec
-    runs once on one such row instead of on each (it is most of a text row's cost)."""
-    pcm, text_only = batch["user"], batch.get("text_only")
-    if kind == "mel" or text_only is None or not text_only.any():
-        return user_input(pcm, kind, codec, n_codebooks)
-    silent = user_input(torch.zeros_like(pcm[:1]), kind, codec, n_codebooks)
-    out = silent.expand(pcm.shape[0], *silent.shape[1:]).clone()
-    audio = ~text_only.bool()
-    if audio.any():
-        out[audio] = user_input(pcm[audio], kind, codec, n_codebooks)
-    return out
-
-
 class LossOf(torch.nn.Module):
     """model.loss as a forward(), so DDP's hooks see it."""
 
@@ -566,86 +278,6 @@ class LossOf(torch.nn.Module):
         return self.model.loss(batch, weights, depth_fraction=self.depth_fraction)
 
 
-# --- validation ----------------------------------------------------------------------------------
-
-@torch.no_grad()
-def transcribe(model, user, voice, silence_codes, n_frames=None, pad_bias: float = 0.0) -> torch.Tensor:
-    """Greedy streaming transcript of a batch while the agent stays silent (stage 1's setting):
-    the temporal transformer stepped frame by frame with its KV cache, each step reading the user
-    text it chose the step before. user: S2SModel.embed_user's input; -> ids [B, T]. pad_bias > 0
-    lowers PAD's logit by that much (a young model's PAD wins most argmaxes)."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    B = user.shape[0]
-    T = n_frames or (user.shape[-1] // model.frame_size if model.cfg.user_input == "mel" else user.shape[-1])
-    codes = torch.as_tensor(silence_codes, device=dev)[:model.n_codebooks].long()[None, :, None].expand(B, -1, T)
-    delayed = _shift_right(model.apply_delay(codes), model.empty_code)
-    agent_text = _shift_right(torch.full((B, T), PAD_ID, device=dev), model.text_start)
-    base = model.embed_user(user.to(dev), T) + model.voice_bias(voice, B, dev) + \
-        model.agent_code_emb(delayed + model.agent_code_offsets[:, None]).sum(dim=1) + model.agent_text_emb(agent_text)
-    caches = model.temporal.new_caches(B, model.cfg.context_frames, dev)
-    prev = torch.full((B,), model.text_start, dtype=torch.long, device=dev)
-    from s2s_transformer import rope
-    out = torch.empty(B, T, dtype=torch.long, device=dev)
-    for t in range(T):
-        cos, sin = rope(torch.tensor([t], device=dev), model.temporal.head_dim)
-        x = base[:, t:t + 1] + model.user_text_emb(prev)[:, None]
-        h = model.temporal.step(x, cos, sin, caches)
-        logits = model.user_text_head(h)[:, 0]
-        logits[:, PAD_ID] -= pad_bias
-        prev = out[:, t] = logits.argmax(-1)
-    model.train(was_training)
-    return out
-
-
-def validation_clips(manifest, n: int, sample_rate: int) -> list[dict]:
-    """`n` clips spread over the manifest (every k-th row, so every val voice is in)."""
-    rows = [r for r in read_manifest(manifest) if r.get("words")]
-    step = max(1, len(rows) // max(1, n))
-    return [dict(pcm=load_audio(r["audio"], sample_rate), ref=words_text(r["words"]), words=r["words"],
-                 speaker=r["speaker"]) for r in rows[::step][:n]]
-
-
-def validate_transcription(model, clips, tokenizer, codec, silence_codes, voice, tail_s=1.0, batch=16,
-                           lag_frames=2, pad_bias=0.0) -> dict:
-    """User-transcript quality on held-out voices, with the agent silent:
-        cer        greedy streaming decode of each clip + tail silence (what the page would show)
-        token_loss teacher-forced cross-entropy on the frames that carry a word's token, and
-        token_acc  how often the argmax there is that token: smooth measures that move long before
-                   a young model's greedy decode stops choosing PAD."""
-    dev = next(model.parameters()).device
-    fs, sr = model.frame_size, model.config.codec.sample_rate
-    rate = sr / fs
-    hyps, losses, hits, n_tokens = [], 0.0, 0, 0
-    for i in range(0, len(clips), batch):
-        group = clips[i:i + batch]
-        T = max(frames_for(len(c["pcm"]) + int(tail_s * sr), fs) for c in group)
-        targets = [align(tokenizer, c["words"], T, rate, lag_frames, "end") for c in group]
-        T = max(n for _, n in targets)
-        pcm = torch.zeros(len(group), 1, T * fs)
-        text = torch.full((len(group), T), PAD_ID, dtype=torch.long)
-        for b, (c, (ids, n)) in enumerate(zip(group, targets)):
-            pcm[b, 0, :len(c["pcm"])] = torch.from_numpy(c["pcm"])
-            text[b, :n] = torch.as_tensor(ids)
-        user = user_input(pcm.to(dev), model.cfg.user_input, codec, model.n_codebooks)
-        v = None if voice is None else torch.as_tensor(voice)[None].expand(len(group), -1).to(dev)
-        ids = transcribe(model, user, v, silence_codes, T, pad_bias)
-        hyps += [tokenizer.decode(row.tolist()) for row in ids.cpu()]
-        with torch.no_grad():
-            codes = torch.as_tensor(silence_codes, device=dev)[None, :, None].expand(len(group), -1, T).long()
-            batch_tf = dict(user=user, agent_codes=codes, agent_text=torch.full_like(text, PAD_ID).to(dev),
-                            user_text=text.to(dev), voice=v)
-            logits = model(batch_tf, depth=False)["user_text"].float()
-            word = text.to(dev) != PAD_ID
-            losses += torch.nn.functional.cross_entropy(logits[word], text.to(dev)[word], reduction="sum").item()
-            hits += (logits[word].argmax(-1) == text.to(dev)[word]).sum().item()
-            n_tokens += int(word.sum())
-    refs = [c["ref"] for c in clips]
-    return {"cer": cer(refs, hyps), "token_loss": losses / max(1, n_tokens), "token_acc": hits / max(1, n_tokens),
-            "examples": list(zip(refs[:3], hyps[:3]))}
-
-
 # --- setup helpers -------------------------------------------------------------------------------
 
 def load_codec(path, device):
@@ -654,12 +286,6 @@ def load_codec(path, device):
     for p in codec.parameters():
         p.requires_grad_(False)
     return codec
-
-
-def silence_codes_of(codec) -> np.ndarray:
-    """The codec's answer to steady silence, all codebooks (as the streaming generator forces it)."""
-    from s2s_transformer import steady_silence_codes
-    return steady_silence_codes(codec).cpu().numpy()
 
 
 def load_voice_bank(args):
@@ -688,8 +314,8 @@ def build_config(args):
 def export(model, cfg, path, tokenizer_path, codec_path, fp16=True, metadata=None):
     """Weights + config + tokenizer; the metadata names the codec the model was trained with (its
     agent codes, and the user latents or codes, mean something only to that codec)."""
-    metadata = {**(metadata or {}), "codec_sha": codec_hash(codec_path)}
-    tu.export_safetensors(model.state_dict(), path, cfg, fp16=fp16, metadata=metadata)
+    metadata = {**(metadata or {}), "codec_sha": ckio.codec_hash(codec_path)}
+    ckio.export_safetensors(model.state_dict(), path, cfg, fp16=fp16, metadata=metadata)
     dst = Path(path).parent / "telugu_spm.model"
     if Path(tokenizer_path).resolve() != dst.resolve():
         shutil.copyfile(tokenizer_path, dst)
@@ -708,7 +334,7 @@ def run_stage(stage, cfg, args, st: StageSettings, rt, model, dataset, weights, 
     checkpoint. Returns the model's final step count in this stage."""
     train = cfg.train_s2s
     opt = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
-    ckpts = tu.Checkpoints(run_dir, train.keep_checkpoints)
+    ckpts = ckio.Checkpoints(run_dir, train.keep_checkpoints)
     step, epoch, batch_in_epoch, elapsed = 0, 0, 0, 0.0
     state, path = tu.resolve_resume(args.resume, ckpts)
     if state is not None:
@@ -873,7 +499,7 @@ def main(argv=None):
     if args.export_from:
         if not args.export_to:
             parser.error("--export_from needs --export_to")
-        state = tu.load_checkpoint(args.export_from)
+        state = ckio.load_checkpoint(args.export_from)
         cfg = from_dict(state["config"])
         model = S2SModel(cfg)
         model.load_state_dict(state["model"])
@@ -972,7 +598,6 @@ def main(argv=None):
             if heldout:
                 out.update(validate_dialogues(model, heldout, codec, bank, tokenizer, cfg))
             if texts is not None and st.val_dialogues > 0:  # answering alone, on held-out text dialogues
-                import s2s_eval
                 report = s2s_eval.text_answers(model, codec, bank, tokenizer, 4 * st.val_dialogues)
                 out["text_answer_accuracy"] = float(report["text_answer_accuracy"])
                 report = s2s_eval.text_forced(model, codec, bank, tokenizer, 16 * st.val_dialogues)
@@ -994,13 +619,12 @@ def main(argv=None):
 def load_weights(path) -> dict:
     path = Path(path)
     if path.suffix == ".pt":
-        return tu.load_checkpoint(path)["model"]
-    return tu.load_safetensors(path)
+        return ckio.load_checkpoint(path)["model"]
+    return ckio.load_safetensors(path)
 
 
 def validate_dialogues(model, dialogues, codec, bank, tokenizer, cfg) -> dict:
     """Answer accuracy on a few held-out dialogues, the agent free-running (greedy)."""
-    import s2s_eval
     results = [s2s_eval.run_dialogue(model, codec, bank, tokenizer, d, cfg.context, temperature=0.0)
                for d in dialogues]
     turns = [t for r in results for t in r["turns"]]

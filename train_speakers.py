@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+import checkpoint_io as ckio
 import train_utils as tu
 from audio_io import ManifestIndex, load_audio, read_manifest, resample, to_mono
 from config import ROOT, Config, SpeakerConfig, add_train_args, config_from_args, config_json_path, save_config
@@ -356,7 +357,7 @@ def train(args, cfg: Config) -> None:
     dataset = CropDataset(train_rows, train_rows.speaker_ids, cfg.speaker, tc.seed, tuple(args.speed_speakers))
     model = SpeakerTrainer(cfg.speaker, dataset.n_speakers).to(rt.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-    ckpts = tu.Checkpoints(tc.out_dir, tc.keep_checkpoints)
+    ckpts = ckio.Checkpoints(tc.out_dir, tc.keep_checkpoints)
     step, epoch, position = 0, 0, 0  # position: micro-batches of `epoch` already trained on
     state, path = tu.resolve_resume(args.resume, ckpts)
     if state is not None:
@@ -461,7 +462,7 @@ def train(args, cfg: Config) -> None:
 def finish(args, cfg: Config, encoder: SpeakerEncoder, train_rows, val_rows, writer, step: int) -> None:
     """Export, calibrate the threshold on what was exported (fp16 weights), build the voice bank."""
     export = Path(args.export)
-    tu.export_safetensors(encoder.state_dict(), export, cfg, fp16=True,
+    ckio.export_safetensors(encoder.state_dict(), export, cfg, fp16=True,
                           metadata={"step": step, "command": " ".join(sys.argv)})
     shipped = load(export)
     m = validate(shipped, val_rows)

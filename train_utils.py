@@ -1,6 +1,7 @@
 """Training hygiene shared by the three train scripts: runtime setup (CPU, CUDA, torchrun DDP),
-the LR schedule, a resumable data order, atomic checkpoints that survive kill -9, and export of
-the shipped weights as safetensors + JSON config.
+the LR schedule, a resumable data order, RNG state and --resume. Checkpoint files themselves
+(atomic training checkpoints, shipped safetensors) are written and read by checkpoint_io.py, which
+the models import without importing any trainer.
 
 The scripts themselves stay one visible loop each (nanoGPT's train.py); this module holds only
 what would otherwise be copied three times.
@@ -8,11 +9,9 @@ what would otherwise be copied three times.
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from config import Config, TrainConfig, config_json_path, save_config
+from checkpoint_io import Checkpoints, load_checkpoint
+from config import TrainConfig
+from data_order import epoch_batches, item_rng, optimizer_steps_per_epoch  # noqa: F401  (the train scripts' tu.*)
 
 
 # --- runtime --------------------------------------------------------------------------------------
@@ -168,31 +169,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-# --- a data order that resumes exactly ------------------------------------------------------------
-
-def optimizer_steps_per_epoch(n_micro_batches: int, grad_accum: int) -> int:
-    """Whole optimizer steps in an epoch of `n_micro_batches`; the remainder (< grad_accum) is
-    dropped, so a step never mixes two epochs and a resumed epoch starts on a step boundary."""
-    if n_micro_batches < grad_accum:
-        raise SystemExit(f"an epoch has {n_micro_batches} batches per rank, fewer than train.grad_accum="
-                         f"{grad_accum}: lower grad_accum or batch_size, or use fewer processes")
-    return n_micro_batches // grad_accum
-
-
-def epoch_batches(n_items: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
-                  world_size: int = 1) -> list[list[int]]:
-    """The batches of one epoch for this rank: a permutation fixed by (seed, epoch), so a resumed run
-    can skip the batches it already trained on and see exactly the rest. Every rank gets the same
-    number of batches (DDP needs the same step count everywhere)."""
-    g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    order = torch.randperm(n_items, generator=g).tolist()
-    per_rank = n_items // world_size
-    mine = order[rank * per_rank:(rank + 1) * per_rank]
-    n_batches = len(mine) // batch_size
-    if n_batches == 0 and mine:  # a tiny corpus still trains: one short batch
-        return [mine]
-    return [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
-
+# --- a data order that resumes exactly (data_order.py) ----------------------------------------------
 
 def make_loader(dataset, batches: list[list[int]], train: TrainConfig, rt: Runtime, collate_fn=None):
     """A DataLoader over precomputed batches. It gets its own generator: a DataLoader otherwise draws
@@ -202,66 +179,7 @@ def make_loader(dataset, batches: list[list[int]], train: TrainConfig, rt: Runti
                                        generator=torch.Generator())
 
 
-def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """Randomness of one training item (crop offset, augmentation) from its coordinates, not from a
-    stream: it is the same after a resume and the same whatever the number of loader workers."""
-    return np.random.default_rng([seed, epoch, index])
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a kill -9 at any moment leaves
-    either the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-class Checkpoints:
-    """step_XXXXXXXX.pt files in a run folder; keeps the newest `keep`; loads the newest good one."""
-
-    pattern = re.compile(r"step_(\d+)\.pt$")
-
-    def __init__(self, out_dir, keep: int = 3):
-        self.dir = Path(out_dir)
-        self.keep = keep
-
-    def save(self, state: dict, step: int, cfg: Config) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"step_{step:08d}.pt"
-        _atomic_torch_save(state, path)
-        save_config(cfg, self.dir / "config.json")
-        for old in self.all()[:-self.keep]:
-            old.unlink(missing_ok=True)
-        return path
-
-    def all(self) -> list[Path]:
-        found = [Path(p) for p in glob.glob(str(self.dir / "step_*.pt")) if self.pattern.search(p)]
-        return sorted(found, key=lambda p: int(self.pattern.search(str(p)).group(1)))
-
-    def load_latest(self, map_location="cpu") -> tuple[dict, Path] | tuple[None, None]:
-        """Newest checkpoint that loads; a damaged one (disk full, foreign tampering) is skipped
-        with a warning rather than ending the run."""
-        for path in reversed(self.all()):
-            try:
-                return load_checkpoint(path, map_location), path
-            except Exception as e:  # any unreadable file: fall back to the one before
-                print(f"warning: skipping unreadable checkpoint {path}: {e}")
-        return None, None
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
-
+# --- resuming ------------------------------------------------------------------------------------
 
 def rng_state(rt: Runtime | None = None) -> dict:
     """This process's torch RNG. Under DDP every rank draws its own numbers (seeded seed + rank), so
@@ -298,29 +216,7 @@ def resolve_resume(resume: str | None, ckpts: Checkpoints):
     return load_checkpoint(resume), Path(resume)
 
 
-# --- shipped weights ------------------------------------------------------------------------------
-
-def export_safetensors(state_dict: dict, path, cfg: Config, fp16: bool = True, metadata: dict | None = None):
-    """Shipped weights: safetensors (no code can hide in it) + the config JSON beside it."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for k, v in state_dict.items():
-        v = v.detach().cpu().contiguous()
-        tensors[k] = v.half() if fp16 and v.is_floating_point() else v
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.replace(tmp, path)
-    save_config(cfg, config_json_path(path))
-
-
-def load_safetensors(path, device="cpu") -> dict:
-    from safetensors.torch import load_file
-
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path), device=str(device)).items()}
-
+# --- odds and ends --------------------------------------------------------------------------------
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model

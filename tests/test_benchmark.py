@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import system_test  # noqa: E402
+from checkpoint_io import export_safetensors  # noqa: E402
 from config import Config  # noqa: E402
-from train_utils import export_safetensors  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 AGENT_VOICES = ["lakshmi", "priya", "ravi", "kiran"]

@@ -213,7 +213,7 @@ def ask_the_shipped_agent(tmp_path, name: str) -> tuple[dict, str, str | None, d
 def test_shipped_models_hear_the_question_and_answer_in_the_browser(tmp_path):
     """The whole product on the shipped checkpoints: a held-out voice asks a held-out question
     through the browser's mic; the page shows what the agent heard, then the agent's spoken reply."""
-    from train_s2s import cer as char_error_rate
+    from telugu_text import cer as char_error_rate
 
     s, text, _, _ = ask_the_shipped_agent(tmp_path, "browser_shipped")
     cer = char_error_rate([text], [s["userText"]])

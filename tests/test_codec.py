@@ -134,7 +134,7 @@ def test_weight_norm_removal_keeps_outputs(codec):
 
 
 def test_cli_roundtrip_encode_decode(tmp_path):
-    from train_utils import export_safetensors
+    from checkpoint_io import export_safetensors
     torch.manual_seed(0)
     cfg = Config()
     cfg.codec = tiny_cfg()

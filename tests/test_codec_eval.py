@@ -12,9 +12,9 @@ import torch
 
 import codec_eval
 from audio_io import save_wav, write_manifest
+from checkpoint_io import export_safetensors
 from config import CodecConfig, Config
 from telugu_codec_fixed import Codec
-from train_utils import export_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 24000

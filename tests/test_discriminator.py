@@ -5,9 +5,9 @@ import torch
 from torch.nn.utils import parametrize
 
 from config import DiscriminatorConfig, LossConfig, load_config
-from discriminator_dac import (BandSTFTDiscriminator, Discriminator, MultiScaleMelLoss,
-                               PeriodDiscriminator, discriminator_loss, generator_losses,
-                               mel_distance)
+from discriminator_dac import (BandSTFTDiscriminator, Discriminator, PeriodDiscriminator, discriminator_loss,
+                               generator_losses)
+from spectral import MultiScaleMelLoss, PhaseLoss, mel_distance
 
 torch.set_num_threads(1)
 SR = 24000
@@ -177,7 +177,6 @@ def test_mel_distance_symmetric_and_zero():
 def test_phase_loss_sees_phase_that_the_mel_loss_misses():
     """Same magnitudes, scrambled phase: the mel loss barely notices, PhaseLoss does; gradients
     stay finite even through silent bins (no torch.angle)."""
-    from discriminator_dac import MultiScaleMelLoss, PhaseLoss
     g = torch.Generator().manual_seed(0)
     t = torch.arange(24000) / 24000
     y = (torch.sin(2 * torch.pi * 180 * t) + 0.5 * torch.sin(2 * torch.pi * 540 * t)) * (t > 0.3)

@@ -98,11 +98,11 @@ def s2s_world(tmp_path_factory):
     """test_train_s2s's tiny world (random codec, voice bank, six sentences, two dialogues)."""
     import numpy as np
 
+    from checkpoint_io import export_safetensors
     from config import Config
     from speaker_embeddings import SpeakerEncoder, Voice, VoiceBank
     from telugu_codec_fixed import Codec
     from test_train_s2s import TINY, make_dialogues, make_sentences
-    from train_utils import export_safetensors
 
     root = tmp_path_factory.mktemp("s2s_ddp")
     rng = np.random.default_rng(0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import s2s_transformer as s2s
+from checkpoint_io import export_safetensors
 from config import Config
 from telugu_tokenizer import PAD_ID, Tokenizer, normalize
-from train_utils import export_safetensors
 
 torch.set_num_threads(1)
 
@@ -268,7 +268,7 @@ def test_depth_fraction_trains_the_depth_pass_on_a_random_share_of_frames():
 
 
 def test_text_only_rows_train_the_agent_text_alone():
-    """A text-only row (train_s2s.TextDialogues) adds to the agent-text loss only: the user
+    """A text-only row (s2s_batching.TextDialogues) adds to the agent-text loss only: the user
     transcript and codes it carries count for nothing, the depth pass runs on the other rows'
     frames, and those rows' user-text and code losses are what they are without it."""
     torch.manual_seed(3)
@@ -394,14 +394,14 @@ def test_silence_codes_are_the_codecs_steady_state_for_silence():
     """What the generator forces for a quiet agent must be what the agent channel of a training
     dialogue holds in a long silence: the shipped codec takes about a second of zeros to settle,
     and its first frames give other codes (a start-up transient the model never hears as silence)."""
+    import s2s_eval
     import telugu_codec_fixed
-    import train_s2s
     codec = telugu_codec_fixed.load(None)
     offline = codec.encode(torch.zeros(1, 1, 6 * codec.sample_rate))[0]  # [K, 150 frames]
     steady = s2s.steady_silence_codes(codec)
     assert steady.tolist() == offline[:, -1].tolist() == offline[:, 100].tolist()
     assert offline[:, 5].tolist() != steady.tolist()  # the transient
-    assert train_s2s.silence_codes_of(codec).tolist() == steady.tolist()
+    assert s2s_eval.silence_codes_of(codec).tolist() == steady.tolist()
     assert s2s.steady_silence_codes(codec, 3).tolist() == steady[:3].tolist()
 
 

@@ -31,8 +31,8 @@ import s2s_transformer
 import streaming_server_advanced as server_mod
 import telugu_codec_fixed
 from audio_io import save_wav
+from checkpoint_io import export_safetensors
 from config import Config
-from train_utils import export_safetensors
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent

@@ -119,11 +119,11 @@ def test_init_from_exported_weights(tmp_path):
 
 def test_decoder_only_keeps_codes_and_the_s2s_tie(tmp_path):
     """--decoder_only (the GAN fine-tune of a shipped codec): the encoder and quantizer are
-    bit-for-bit unchanged, so codes, latents and train_s2s.codec_hash (the S2S model's tie to its
+    bit-for-bit unchanged, so codes, latents and checkpoint_io.codec_hash (the S2S model's tie to its
     codec) stay the same; the decoder does learn."""
     from safetensors.torch import load_file
 
-    import train_s2s
+    import checkpoint_io
     data = make_corpus(tmp_path / "data")
     common = ["--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY]
     assert run(*common, "--max_steps", "2", "--out_dir", str(tmp_path / "a")).returncode == 0
@@ -134,8 +134,8 @@ def test_decoder_only_keeps_codes_and_the_s2s_tie(tmp_path):
     frozen = [k for k in a if k.startswith(("encoder.", "quantizer.")) and not k.endswith("usage")]
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
-    assert train_s2s.codec_hash(tmp_path / "a" / "codec.safetensors") == \
-        train_s2s.codec_hash(tmp_path / "b" / "codec.safetensors")
+    assert checkpoint_io.codec_hash(tmp_path / "a" / "codec.safetensors") == \
+        checkpoint_io.codec_hash(tmp_path / "b" / "codec.safetensors")
 
 
 def test_time_box_stops_and_exports(tmp_path):
@@ -155,7 +155,7 @@ def test_harmonic_head_joins_a_shipped_codec_decoder_only(tmp_path):
     teacher-forced F0 run in both the GAN and the generator passes, and the export carries it."""
     from safetensors.torch import load_file
 
-    import train_s2s
+    import checkpoint_io
     data = make_corpus(tmp_path / "data")
     common = ["--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY]
     assert run(*common, "--max_steps", "2", "--out_dir", str(tmp_path / "a")).returncode == 0
@@ -166,8 +166,8 @@ def test_harmonic_head_joins_a_shipped_codec_decoder_only(tmp_path):
     a, b = load_file(str(tmp_path / "a" / "codec.safetensors")), load_file(str(tmp_path / "b" / "codec.safetensors"))
     assert any(k.startswith("decoder.harmonic.") for k in b) and not any(k.startswith("decoder.harmonic.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("encoder.", "quantizer.")) and not k.endswith("usage"))
-    assert train_s2s.codec_hash(tmp_path / "a" / "codec.safetensors") == \
-        train_s2s.codec_hash(tmp_path / "b" / "codec.safetensors")
+    assert checkpoint_io.codec_hash(tmp_path / "a" / "codec.safetensors") == \
+        checkpoint_io.codec_hash(tmp_path / "b" / "codec.safetensors")
     # A config that does not fit the weights is refused, not half-loaded.
     bad = run(*common, "--max_steps", "1", "--set", "codec.latent_dim=64", "--decoder_only",
               "--out_dir", str(tmp_path / "c"), "--init", str(tmp_path / "a" / "codec.safetensors"))

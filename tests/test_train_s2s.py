@@ -13,11 +13,13 @@ import soundfile as sf
 import torch
 
 import dialogue_domain as domain
+import s2s_batching as sb
 from audio_io import save_wav, write_manifest
+from checkpoint_io import export_safetensors
 from config import Config
 from speaker_embeddings import SpeakerEncoder, Voice, VoiceBank
 from telugu_codec_fixed import Codec
-from train_utils import export_safetensors
+from telugu_text import cer
 
 torch.set_num_threads(1)
 SR = 24000
@@ -288,7 +290,7 @@ def test_sentence_voice_share_leaves_sentence_items_without_a_voice(world):
     voices = np.eye(4, 8, dtype=np.float32)
 
     def items(share):
-        st = ts.StageSettings(sentence_voice_share=share, augment_strength=0.0)
+        st = sb.StageSettings(sentence_voice_share=share, augment_strength=0.0)
         dset = ts.Sentences(manifest, tok, SR, 960, st, seed=0, voices=voices)
         return [dset[i] for i in range(len(dset))] + [dset.item(0, np.random.default_rng(s)) for s in range(40)]
 
@@ -298,7 +300,7 @@ def test_sentence_voice_share_leaves_sentence_items_without_a_voice(world):
     assert 0 < sum(it["voice"] is None for it in mixed) < len(mixed)
     for a, b in zip(with_voice, without):  # the audio and both text streams are the same items
         assert np.array_equal(a["user"], b["user"]) and np.array_equal(a["user_text"], b["user_text"])
-    batch = ts.collate(without[:2], np.zeros(8, np.int64), 8)
+    batch = sb.collate(without[:2], np.zeros(8, np.int64), 8)
     assert torch.count_nonzero(batch["voice"]) == 0
 
 
@@ -314,14 +316,14 @@ def test_text_dialogues_time_fresh_training_plans_and_train_with_text_share(worl
     root, common, _ = world
     tok = Tokenizer.load(str(ts.ROOT / "checkpoints" / "telugu_spm.model"))
     bank = VoiceBank.load(root / "spk" / "voice_bank.json")
-    texts = ts.TextDialogues(tok, SR, 960, ts.StageSettings(crop_s=4.0), 0, bank, 3)
+    texts = sb.TextDialogues(tok, SR, 960, sb.StageSettings(crop_s=4.0), 0, bank, 3)
     for i in range(4):
         spec = dialogue_corpus.plan_dialogue("train", i, augment=False)
         assert not any(t["heldout"] for t in spec["turns"])
         line = texts.timeline(spec, np.random.default_rng(i))
         said = [tok.decode([int(x)]) for x in line["user_text"] if x]
-        words = [w.strip(ts._PUNCT) for t in spec["turns"] for w in t["user_text"].split()]
-        assert ts.cer([" ".join(words)], [tok.decode([int(x) for x in line["user_text"] if x])]) == 0, said
+        words = [w.strip(sb._PUNCT) for t in spec["turns"] for w in t["user_text"].split()]
+        assert cer([" ".join(words)], [tok.decode([int(x) for x in line["user_text"] if x])]) == 0, said
         agent_frames = np.flatnonzero(line["agent_text"])
         for k, turn in enumerate(line["turns"]):
             stop = line["turns"][k + 1]["start"] if k + 1 < len(line["turns"]) else len(line["agent_text"])
@@ -345,7 +347,6 @@ def test_text_dialogues_time_fresh_training_plans_and_train_with_text_share(worl
 
 @pytest.mark.parametrize("kind", ["latent", "codes"])
 def test_batch_user_input_runs_the_codec_once_for_silent_rows(kind):
-    import train_s2s as ts
     cfg = Config()
     cfg.codec.channels, cfg.codec.res_units, cfg.codec.n_codebooks, cfg.codec.codebook_size = [16, 32], 1, 2, 32
     torch.manual_seed(0)
@@ -353,18 +354,17 @@ def test_batch_user_input_runs_the_codec_once_for_silent_rows(kind):
     pcm = torch.zeros(3, 1, 6 * cfg.codec.frame_size)
     pcm[1] = 0.1 * torch.randn(1, 6 * cfg.codec.frame_size)
     batch = {"user": pcm, "text_only": torch.tensor([True, False, True])}
-    whole = ts.user_input(pcm, kind, codec, 2)
-    got = ts.batch_user_input(batch, kind, codec, 2)
+    whole = sb.user_input(pcm, kind, codec, 2)
+    got = sb.batch_user_input(batch, kind, codec, 2)
     # the whole batch's numbers (up to float summation order, which depends on the batch size)
     assert got.shape == whole.shape and torch.allclose(got.float(), whole.float(), atol=1e-5)
     assert torch.equal(got[0], got[2])
     del batch["text_only"]
-    assert torch.equal(ts.batch_user_input(batch, kind, codec, 2), whole)
+    assert torch.equal(sb.batch_user_input(batch, kind, codec, 2), whole)
 
 
 def test_text_word_dropout_keeps_slot_words():
-    import train_s2s as ts
-    texts = ts.TextDialogues(None, SR, 960, ts.StageSettings(text_word_dropout=0.5), 0, VoiceBank())
+    texts = sb.TextDialogues(None, SR, 960, sb.StageSettings(text_word_dropout=0.5), 0, VoiceBank())
     turn = {"intent": "add", "slots": {"a": 23, "b": 5}, "user_text": "ఇరవై మూడు ప్లస్ ఐదు కలిపితే ఎంత వస్తుంది"}
     rng, seen = np.random.default_rng(0), set()
     for _ in range(50):
@@ -373,7 +373,7 @@ def test_text_word_dropout_keeps_slot_words():
         assert 2 * len(said) >= 7 and set(said) <= set(turn["user_text"].split())
         seen.add(len(said))
     assert len(seen) > 1  # words were dropped, not always the same count
-    plain = ts.TextDialogues(None, SR, 960, ts.StageSettings(), 0, VoiceBank())
+    plain = sb.TextDialogues(None, SR, 960, sb.StageSettings(), 0, VoiceBank())
     assert plain.request_words(turn, rng) == turn["user_text"]
 
 
@@ -397,7 +397,7 @@ def test_text_dialogues_keep_the_pause_inside_a_request():
     tok = Tokenizer.load(str(ts.ROOT / "checkpoints" / "telugu_spm.model"))
     bank = VoiceBank()
     bank.add(Voice("lakshmi", "female", "test", [], [0.0] * 8))
-    texts = ts.TextDialogues(tok, SR, 960, ts.StageSettings(), 0, bank)
+    texts = sb.TextDialogues(tok, SR, 960, sb.StageSettings(), 0, bank)
     spec = next(s for s in (dialogue_corpus.plan_dialogue("train", i, augment=False) for i in range(100))
                 if s["turns"][0]["hesitation"])
     plain = copy.deepcopy(spec)

@@ -19,7 +19,7 @@
 # UT_NOISE (s2s.user_text_noise: share of the user transcript read back replaced at random),
 # S2S_WORKERS (the S2S loader's worker processes; default: the cores the codec run leaves),
 # SENT_VOICE (share of sentence items given an agent voice; 0: none, "listening only"),
-# TEXT_SHARE (stage 2's share of text-only dialogues: answering learnt from text, train_s2s.TextDialogues),
+# TEXT_SHARE (stage 2's share of text-only dialogues: answering learnt from text, s2s_batching.TextDialogues),
 # TEXT_DROPOUT (their requests' non-slot words dropped with this chance: cues, not whole phrasings),
 # CROP (stage-2 crop in seconds, default 10; 16 lets the 250-frame attention window bind in training,
 # so the model learns the sliding window it streams with: docs/experiments.md, "The attention window").

@@ -161,19 +161,20 @@ def loader_probe(script: str, cfg: Config, workers: int, stage: int = 1, n: int 
             get = lambda i: ds[(0, i % len(ds))]  # noqa: E731
         elif stage == 1:
             from telugu_tokenizer import Tokenizer
-            from train_s2s import Sentences, StageSettings
+            from s2s_batching import StageSettings
+            from train_s2s import Sentences
             ds = Sentences(manifest, Tokenizer.load(ROOT / "checkpoints" / "telugu_spm.model"), cfg.codec.sample_rate,
                            cfg.codec.frame_size, StageSettings(), 0, None)
             get = lambda i: ds[i % len(ds)]  # noqa: E731
         else:  # Dialogues.item: a 16 s crop of the user channel, length-preserving augmentation
             import augment
-            import train_s2s
+            import s2s_batching
             path = str(Path(tmp) / "0.wav")
             sr = cfg.codec.sample_rate
 
             def get(i):
                 rng = np.random.default_rng(i)
-                pcm = train_s2s.read_channel(path, 0, int(rng.integers(0, 4 * sr)), 16 * sr, sr)
+                pcm = s2s_batching.read_channel(path, 0, int(rng.integers(0, 4 * sr)), 16 * sr, sr)
                 return augment.augment(pcm, sr, rng, strength=1.0, effects=augment.LENGTH_PRESERVING)
         get(0)  # imports, first-touch
         t0 = time.perf_counter()
@@ -203,7 +204,8 @@ def codec_probe(cfg: Config, batches=(1, 2)) -> Probe:
     discriminators on fake and real then their step, the generator's mel + VQ + adversarial +
     feature losses through the frozen critic. Alive at once: the generator's graph plus the
     larger of the discriminator step's graph and the generator-loss graph."""
-    from discriminator_dac import Discriminator, MultiScaleMelLoss, discriminator_loss, generator_losses
+    from discriminator_dac import Discriminator, discriminator_loss, generator_losses
+    from spectral import MultiScaleMelLoss
     from telugu_codec_fixed import Codec
     from train_codec_dac import delayed
     from train_utils import frozen

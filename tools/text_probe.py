@@ -1,4 +1,4 @@
-"""Text-only answering probe: train an exported S2S model on train_s2s.TextDialogues batches alone
+"""Text-only answering probe: train an exported S2S model on s2s_batching.TextDialogues batches alone
 (agent-text loss only, no depth pass, the user silent) and score it with s2s_eval.text_forced.
 
 It asks how fast the temporal transformer learns *what* to answer when nothing else competes for
@@ -18,11 +18,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import checkpoint_io as ckio  # noqa: E402
+import s2s_batching as sb  # noqa: E402
 import s2s_eval  # noqa: E402
 import s2s_transformer as s2s  # noqa: E402
 import speaker_embeddings  # noqa: E402
 import train_s2s as ts  # noqa: E402
-import train_utils as tu  # noqa: E402
 
 
 def main(argv=None):
@@ -50,9 +51,9 @@ def main(argv=None):
     model.load_state_dict(s2s.fill_missing_clock(model, loaded.state_dict()))
     codec = ts.load_codec(ROOT / "checkpoints" / "codec.safetensors", "cpu")
     bank = speaker_embeddings.VoiceBank.load(ROOT / "checkpoints" / "voice_bank.json")
-    silence = ts.silence_codes_of(codec)
-    texts = ts.TextDialogues(tok, codec.sample_rate, model.frame_size,
-                             ts.StageSettings(crop_s=a.crop_s, text_word_dropout=a.dropout,
+    silence = s2s_eval.silence_codes_of(codec)
+    texts = sb.TextDialogues(tok, codec.sample_rate, model.frame_size,
+                             sb.StageSettings(crop_s=a.crop_s, text_word_dropout=a.dropout,
                                                 extra_phrasings=a.extra_phrasings), a.seed, bank)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.0)
     only_text = {"user_text": 0, "codebook_0": 0, "codebooks": 0}
@@ -69,8 +70,8 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (step + 1) / 20)
         items = [texts.item(0, np.random.default_rng([a.seed, step, b])) for b in range(a.batch)]
-        batch = ts.collate(items, silence, model.voice_in.in_features)
-        batch["user"] = ts.batch_user_input(batch, cfg.s2s.user_input, codec, model.n_codebooks)
+        batch = sb.collate(items, silence, model.voice_in.in_features)
+        batch["user"] = sb.batch_user_input(batch, cfg.s2s.user_input, codec, model.n_codebooks)
         loss, parts = model.loss(batch, only_text)
         opt.zero_grad()
         loss.backward()
@@ -83,7 +84,7 @@ def main(argv=None):
     score(a.steps)
     out = Path(a.out).with_suffix(".safetensors")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tu.export_safetensors(model.state_dict(), out, cfg)
+    ckio.export_safetensors(model.state_dict(), out, cfg)
     (out.parent / "telugu_spm.model").write_bytes((ROOT / "checkpoints" / "telugu_spm.model").read_bytes())
     print(f"wrote {out}")
     return 0

@@ -14,10 +14,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import s2s_eval  # noqa: E402
 import s2s_transformer as s2s  # noqa: E402
 import speaker_embeddings  # noqa: E402
 import telugu_codec_fixed  # noqa: E402
-import train_s2s as ts  # noqa: E402
 
 
 def main(argv=None):
@@ -34,8 +34,8 @@ def main(argv=None):
     codec = telugu_codec_fixed.load(None)
     bank = speaker_embeddings.VoiceBank.load(speaker_embeddings.DEFAULT_CHECKPOINT.parent / "voice_bank.json")
     voice = bank.embedding(bank.names()[0]).numpy()  # as stage-2 validation listens
-    clips = ts.validation_clips(a.sentences, a.clips, codec.sample_rate)
-    silence = ts.silence_codes_of(codec)
+    clips = s2s_eval.validation_clips(a.sentences, a.clips, codec.sample_rate)
+    silence = s2s_eval.silence_codes_of(codec)
     rows = []
     for lead in a.leads:
         pad = np.zeros(int(lead * codec.sample_rate), np.float32)
@@ -44,7 +44,7 @@ def main(argv=None):
                 for c in clips]
         for window in a.windows:
             model.cfg.context_frames = window  # the streaming KV cache's capacity
-            m = ts.validate_transcription(model, late, model.tokenizer, codec, silence, voice)
+            m = s2s_eval.validate_transcription(model, late, model.tokenizer, codec, silence, voice)
             rows.append({"lead_s": lead, "window_frames": window, "cer": round(m["cer"], 4)})
             print(json.dumps(rows[-1]), flush=True)
     return 0
