@@ -136,6 +136,7 @@ class S2SConfig:
     # the stage-2 training crops: past what it trained on the model hears worse (docs/experiments.md, session 8).
     context_frames: int = 250
     user_input: str = "latent"  # "mel" | "latent" | "codes": latent won on unseen voices (docs/s2s_input_choice.md)
+    ear_dim: int = 0  # user_input "ear": the ear's feature width (asr.d_model of the frozen telugu_asr.Ear)
     text_vocab_size: int = 0  # set from the trained tokenizer
     dropout: float = 0.1
     text_weight: float = 2.0

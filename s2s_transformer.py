@@ -23,6 +23,9 @@ Batch (all time axes are frames of the codec, T of them; channels first, as the 
     user         "mel":    pcm float [B, 1, T * frame_size] (or [B, T * frame_size]); the model
                            takes the log-mel itself (80 mels, 10 ms hop, 4 vectors per frame)
                  "latent": codec.latent(pcm), float [B, latent_dim, T]
+                 "ear":    the ear's frame features (telugu_asr.Ear.forward), float [B, ear_dim, T]:
+                           the model hears through the frozen recogniser instead of learning to
+                           (streaming, model.streaming(ear=...) runs the ear on pcm frames)
                  "codes":  codec.encode(pcm), long [B, >=K, T] (the first K codebooks are read)
     agent_codes  long [B, >=K, T]: codec.encode of the agent's channel, frame time (not delayed)
     agent_text   long [B, T]: frame-aligned agent text (Tokenizer.align_words, anchor="start")
@@ -295,8 +298,10 @@ class S2SModel(nn.Module):
         if s.text_vocab_size <= 0:
             raise ValueError("s2s.text_vocab_size is not set: use the tokenizer's vocab_size "
                              "(telugu_tokenizer.Tokenizer.load().vocab_size)")
-        if s.user_input not in ("mel", "latent", "codes"):
-            raise ValueError(f"s2s.user_input must be mel, latent or codes, got {s.user_input!r}")
+        if s.user_input not in ("mel", "latent", "codes", "ear"):
+            raise ValueError(f"s2s.user_input must be mel, latent, codes or ear, got {s.user_input!r}")
+        if s.user_input == "ear" and s.ear_dim <= 0:
+            raise ValueError("s2s.user_input=ear needs s2s.ear_dim: the ear's d_model (asr.d_model)")
         if not 1 <= s.n_codebooks <= cfg.codec.n_codebooks:
             raise ValueError(f"s2s.n_codebooks {s.n_codebooks} must be 1..codec.n_codebooks ({cfg.codec.n_codebooks})")
         self.config = cfg
@@ -317,6 +322,8 @@ class S2SModel(nn.Module):
             self.user_in = nn.Linear(self.log_mel.dim, d)
         elif s.user_input == "latent":
             self.user_in = nn.Linear(cfg.codec.latent_dim, d)
+        elif s.user_input == "ear":
+            self.user_in = nn.Linear(s.ear_dim, d)
         else:
             self.user_code_emb = nn.Embedding(K * card, d)
             self.register_buffer("user_code_offsets", torch.arange(K) * card, persistent=False)
@@ -387,7 +394,7 @@ class S2SModel(nn.Module):
         clock = torch.as_tensor(clock, dtype=torch.float32, device=device).reshape(-1, CLOCK_DIM)
         return self.clock_in(clock).expand(batch, -1)[:, None]
 
-    def _user_from_features(self, x):  # mel / latent features [B, T, F] -> [B, T, d]
+    def _user_from_features(self, x):  # mel / latent / ear features [B, T, F] -> [B, T, d]
         return self.user_norm(self.user_in(x))
 
     def embed_user(self, user, T: int):
@@ -398,9 +405,9 @@ class S2SModel(nn.Module):
             if pcm.shape[-1] != T * self.frame_size:
                 raise ValueError(f"user pcm has {pcm.shape[-1]} samples, expected {T} x {self.frame_size}")
             return self._user_from_features(self.log_mel(pcm))
-        if kind == "latent":
+        if kind in ("latent", "ear"):
             if user.shape[-1] != T:
-                raise ValueError(f"user latent has {user.shape[-1]} frames, expected {T}")
+                raise ValueError(f"user {kind} features have {user.shape[-1]} frames, expected {T}")
             return self._user_from_features(user.transpose(1, 2).float())
         codes = user[:, :self.n_codebooks].long()
         return self.user_code_emb(codes + self.user_code_offsets[:, None]).sum(dim=1)
@@ -537,14 +544,15 @@ class S2SModel(nn.Module):
     def streaming(self, voice=None, temperature: float | None = None, top_k: int | None = None,
                   seed: int | None = None, codec=None, tokenizer=None,
                   text_temperature: float | None = None, text_top_k: int | None = None,
-                  now=None) -> "StreamingGenerator":
+                  now=None, ear=None) -> "StreamingGenerator":
         """A fresh conversation. voice: speaker embedding [voice_dim] (None: no voice bias).
         codec: needed for silence() and to accept raw pcm frames when user_input is latent/codes.
         tokenizer: for the text pieces (default: the one load() found beside the checkpoint).
         Sampling: the agent's codes use temperature/top_k, its text text_temperature/text_top_k;
         each defaults to the config, and a temperature/top_k given without its text_ twin sets
         both streams (so temperature=0 is fully greedy). now: the date and time the agent is told
-        (a datetime or its ISO string; gen.set_now() moves it on; None: unknown)."""
+        (a datetime or its ISO string; gen.set_now() moves it on; None: unknown). ear: the frozen
+        recogniser (telugu_asr.Ear) that turns pcm frames into the user stream when user_input is ear."""
         s = self.cfg
         text_temperature = text_temperature if text_temperature is not None else \
             temperature if temperature is not None else s.text_temperature
@@ -553,7 +561,7 @@ class S2SModel(nn.Module):
             self, voice, s.temperature if temperature is None else temperature,
             s.top_k if top_k is None else top_k, seed, codec,
             tokenizer if tokenizer is not None else getattr(self, "tokenizer", None),
-            text_temperature, text_top_k, now)
+            text_temperature, text_top_k, now, ear)
 
 
 # --- streaming generation -----------------------------------------------------------------------
@@ -631,11 +639,11 @@ class StreamingGenerator:
     exactly as sampled ones would be, so the model hears itself having gone quiet."""
 
     def __init__(self, model: S2SModel, voice, temperature: float, top_k: int, seed, codec, tokenizer,
-                 text_temperature: float, text_top_k: int, now=None):
+                 text_temperature: float, text_top_k: int, now=None, ear=None):
         self.model = model
         self.temperature, self.top_k = float(temperature), int(top_k)
         self.text_temperature, self.text_top_k = float(text_temperature), int(text_top_k)
-        self.codec, self.tokenizer = codec, tokenizer
+        self.codec, self.tokenizer, self.ear = codec, tokenizer, ear
         self.pad_id = tokenizer.pad_id if tokenizer is not None else PAD_ID
         self.device = device = next(model.parameters()).device
         self.rng = torch.Generator(device=device)
@@ -666,6 +674,8 @@ class StreamingGenerator:
         self.no_pad_step = -1  # prompt_answer(): this step's text may not be PAD
         self.mel_history = torch.zeros(1, m.log_mel.context, device=self.device) if m.cfg.user_input == "mel" else None
         self.codec_state = self.codec.init_state(1, self.device) if self.codec is not None else None
+        self.ear_state = self.ear.init_state(1, self.device) if self.ear is not None else None
+        self.ear_heard = ("", 0.0)  # the ear's text piece and speech probability of the last pcm frame
         if self.seed is not None:
             self.rng.manual_seed(self.seed)
         else:
@@ -712,7 +722,13 @@ class StreamingGenerator:
             feats = m.log_mel(pcm, self.mel_history)
             self.mel_history = torch.cat([self.mel_history, pcm], dim=-1)[:, -m.log_mel.context:]
             return m._user_from_features(feats)
-        if is_pcm:
+        if kind == "ear" and is_pcm:
+            if self.ear is None:
+                raise ValueError("a pcm frame needs the ear for user_input='ear': model.streaming(ear=...)")
+            pieces, feats, speech, self.ear_state = self.ear.step(frame.reshape(1, -1).float(), self.ear_state)
+            self.ear_heard = (pieces[0], float(speech[0, -1]))
+            return m._user_from_features(feats)
+        if is_pcm and kind != "ear":
             if self.codec is None:
                 raise ValueError(f"a pcm frame needs the codec for user_input={kind!r}: model.streaming(codec=...)")
             state = dict(self.codec_state)
@@ -721,7 +737,7 @@ class StreamingGenerator:
             if kind == "latent":
                 return m._user_from_features(latent.transpose(1, 2))
             frame = self.codec.quantizer.encode(latent, m.n_codebooks)[0, :, 0]
-        if kind == "latent":
+        if kind in ("latent", "ear"):
             return m._user_from_features(frame.reshape(1, 1, -1).float())
         codes = frame.reshape(-1)[:m.n_codebooks].long()
         return m.user_code_emb(codes + m.user_code_offsets).sum(dim=0).view(1, 1, -1)

@@ -149,3 +149,27 @@ def test_s2s_ddp_both_stages_and_exact_resume(s2s_world):
     assert out.count("code cache") == 1 and out.count("dialogue: starting from") == 1
     only_rank0_wrote(full / "dialogue", out, "dialogue: done at step 2")
     assert (full / "s2s.safetensors").exists()
+
+
+
+@pytest.mark.timeout(600)
+def test_asr_ddp_accumulation_resumes_exactly(tmp_path):
+    from test_asr import make_corpus, train_cmd
+
+    data = make_corpus(tmp_path / "data")
+    full, half = tmp_path / "full", tmp_path / "half"
+
+    def ddp(out_dir, steps, *extra):
+        cmd = train_cmd(data, out_dir, steps, "--set", "train_asr.grad_accum=2", "--batch_seconds", "3", *extra)
+        return torchrun(*cmd[1:])
+
+    out = ddp(full, 4)
+    assert "world 2" in out
+    only_rank0_wrote(full, out, "clips (")
+    ddp(half, 2)
+    keep_only(half, "step_00000002.pt")
+    assert "resumed from" in ddp(half, 4, "--resume")
+    a = torch.load(full / "step_00000004.pt", weights_only=True)
+    b = torch.load(half / "step_00000004.pt", weights_only=True)
+    assert len(a["rng"]["ranks"]) == 2
+    assert_same_weights(a["model"], b["model"])

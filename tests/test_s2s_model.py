@@ -511,6 +511,36 @@ def test_pcm_frames_through_the_codec():
         assert gen.silence_codes.shape == (cfg.s2s.n_codebooks,)
 
 
+def test_pcm_frames_through_the_ear():
+    """user_input "ear": the generator runs the frozen ear on pcm frames, which matches a forward on
+    the ear's offline features, and it keeps what the ear heard (text piece, speech probability)."""
+    import telugu_asr
+
+    torch.manual_seed(9)
+    cfg = tiny_config("ear")
+    cfg.asr.d_model, cfg.asr.n_layers, cfg.asr.n_heads = 32, 1, 2
+    cfg.s2s.ear_dim = cfg.asr.d_model
+    ear = telugu_asr.Ear(cfg).eval()
+    model = s2s.S2SModel(cfg).eval()
+    T, fs = 6, cfg.codec.frame_size
+    pcm = 0.1 * torch.randn(1, T * fs)
+    batch = random_batch(cfg, 1, T)
+    with torch.no_grad():
+        batch["user"] = ear(pcm)[2].transpose(1, 2)
+        full = model(batch)
+    gen = model.streaming(voice=batch["voice"][0], temperature=0.0, ear=ear)
+    outs = [gen.step(pcm[0, t * fs:(t + 1) * fs], agent_text=int(batch["agent_text"][0, t]),
+                     agent_codes=batch["agent_codes"][0, :, t], user_text=int(batch["user_text"][0, t]))
+            for t in range(T)]
+    assert_stream_matches(outs, full, range(T))
+    assert isinstance(gen.ear_heard[0], str) and 0.0 <= gen.ear_heard[1] <= 1.0
+    with pytest.raises(ValueError, match="needs the ear"):
+        model.streaming(temperature=0.0).step(pcm[0, :fs])
+    cfg.s2s.ear_dim = 0
+    with pytest.raises(ValueError, match="ear_dim"):
+        s2s.S2SModel(cfg)
+
+
 def test_sample_text_draws_timing_then_content():
     # PAD carries 60 % of the mass; of the words, id 5 is likeliest but holds less mass than the
     # rest together, so one draw over everything would mostly pick another word.
