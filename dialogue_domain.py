@@ -876,10 +876,15 @@ def _add_generated_phrasings() -> dict[str, list[str]]:
     """Append phrasing_grammar's phrasings to every intent's (train-only: after the hand-written
     ones, so the held-out choice does not move); returns {intent: [dropped]}. A generated phrasing
     is dropped when its placeholders are not those of one of the intent's own phrasings, when it
-    equals or contains (as whole words, after normalisation) a held-out phrasing of any intent, or
+    equals, contains (as whole words, after normalisation) or is one word edit from a held-out
+    phrasing of any intent, or
     when it equals a hand-written phrasing of another intent, a backchannel or a phrasing generated
     for another intent: held-out text never reaches training, and one wording has one meaning."""
     held = _heldout_word_runs()
+    near_heldout = set()
+    for run in held:
+        words = tuple(run.split())
+        near_heldout |= {words} | _one_word_neighbours(words)
     taken = {normalize(b): None for b in BACKCHANNELS}
     for name, it in INTENTS.items():
         taken.update({normalize(p): name for p in it.phrasings})
@@ -896,7 +901,8 @@ def _add_generated_phrasings() -> dict[str, list[str]]:
         keep = []
         for text, form in generated[name]:
             if (phrasing_grammar.placeholders(text) not in slot_sets or form in own
-                    or taken.get(form, name) != name or len(owners[form]) > 1 or _contains_any(form, held)):
+                    or taken.get(form, name) != name or len(owners[form]) > 1 or _contains_any(form, held)
+                    or _one_word_from(form, near_heldout)):
                 if form not in own:
                     dropped.setdefault(name, []).append(text)
                 continue
@@ -909,6 +915,22 @@ def _add_generated_phrasings() -> dict[str, list[str]]:
 def _heldout_word_runs() -> set[str]:
     """Every intent's held-out phrasings, normalised, with a space at either end."""
     return {f" {normalize(it.phrasings[i])} " for it in INTENTS.values() for i in it.heldout_phrasings}
+
+
+def _one_word_neighbours(words: tuple) -> set[tuple]:
+    """Word sequences one edit from `words`, as keys: a word swapped for "*", or a word dropped."""
+    swapped = {words[:i] + ("*",) + words[i + 1:] for i in range(len(words))}
+    return swapped | {words[:i] + words[i + 1:] for i in range(len(words))}
+
+
+def _one_word_from(form: str, near_heldout: set[tuple]) -> bool:
+    """Is a normalised text at most one word edit (swap, drop or add a word; or drop one and add
+    another) from a held-out phrasing?
+    Such a near copy would let a held-out test pass on memory, not on understanding. near_heldout
+    holds every held-out phrasing and its _one_word_neighbours; a swap or a drop on either side meets
+    there, so one set lookup per neighbour of the text decides."""
+    words = tuple(form.split())
+    return words in near_heldout or any(n in near_heldout for n in _one_word_neighbours(words))
 
 
 def _contains_any(form: str, runs: set[str]) -> bool:
