@@ -56,7 +56,7 @@ import dialogue_domain as domain
 import telugu_tts
 from config import ROOT, AudioConfig
 
-FORMAT_VERSION = 3  # bump when the rendering changes: old dialogues are then rebuilt
+FORMAT_VERSION = 4  # bump when the rendering changes: old dialogues are then rebuilt
 SPLITS = {"train": ("train", "train"), "heldout_val": ("heldout", "val"), "heldout_test": ("heldout", "test")}
 FRAME_S = AudioConfig().frame_ms / 1000
 

@@ -13,7 +13,8 @@ a prototype memorised voices and phrasings): every intent holds out at least one
 (`Intent.heldout_phrasings`, fixed by a hash of the intent's name), and the slot values of
 arithmetic and of echoed names and foods hold out about 15 % (`is_heldout_value`). split="train"
 never produces held-out material; split="heldout" produces only held-out phrasings and, where an
-intent has held-out slot values, only those.
+intent has held-out slot values, only those. Training also draws on hundreds of phrasings per intent
+that phrasing_grammar generates; none equals or contains a held-out phrasing (docs/phrasing_audit.md).
 
 Answers that depend on the moment ("what time is it") read `Context.now`; sample_turn copies what
 it read into the turn's slots (hour, minute, weekday, ...), so a stored turn can be checked
@@ -35,10 +36,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+import phrasing_grammar
 from telugu_text import number_to_words
 
 HELDOUT_VALUE_SHARE = 0.15  # share of arithmetic pairs / echoed names held out of training
-HELDOUT_PHRASING_SHARE = 0.15  # at least one per intent
+HELDOUT_PHRASING_SHARE = 0.15  # of the hand-written phrasings, at least one per intent
+# A training turn says one of the intent's hand-written phrasings this often, else one of the
+# hundreds that phrasing_grammar makes: the natural, canonical forms stay frequent.
+HANDWRITTEN_SHARE = 0.25
 
 # --- Telugu words for numbers, days, months, times ----------------------------------------------
 
@@ -268,13 +273,17 @@ class Intent:
     keys: Callable[[dict], list] | None = None  # slot-value checks for is_correct (see _KEY_KINDS)
     needs_previous: bool = False  # only meaningful after the agent has said something
     group: str = "social"
-    n_core: int = 0  # phrasings written here; those after them are train-only extras (EXTRA_PHRASINGS)
+    # phrasings[:n_core] are written here (0: all of them); then n_generated from phrasing_grammar;
+    # any after those are the opt-in train-only extras (use_extra_phrasings)
+    n_core: int = 0
+    n_generated: int = 0
 
     @property
     def heldout_phrasings(self) -> tuple[int, ...]:
-        """Fixed by the intent's name. The first phrasing, the canonical one ("ఆపండి" for stop), is
-        always trained: the agent must know the plain request before it is tested on variants."""
-        n = self.n_core or len(self.phrasings)  # extras never move the held-out choice
+        """Fixed by the intent's name, among the hand-written phrasings. The first, the canonical
+        one ("ఆపండి" for stop), is always trained: the agent must know the plain request before it
+        is tested on variants."""
+        n = self.n_core or len(self.phrasings)  # generated phrasings and extras never move the choice
         k = max(1, round(HELDOUT_PHRASING_SHARE * n))
         return tuple(sorted(random.Random(f"heldout-phrasing:{self.name}").sample(range(1, n), k)))
 
@@ -282,6 +291,11 @@ class Intent:
     def train_phrasings(self) -> tuple[int, ...]:
         held = set(self.heldout_phrasings)
         return tuple(i for i in range(len(self.phrasings)) if i not in held)
+
+    @property
+    def handwritten_train_phrasings(self) -> tuple[int, ...]:
+        n = self.n_core or len(self.phrasings)
+        return tuple(i for i in self.train_phrasings if i < n)
 
     def reply_templates(self, slots: dict) -> tuple[str, ...]:
         return self.replies(slots) if callable(self.replies) else self.replies
@@ -336,7 +350,7 @@ _intent("thanks",
          "థ్యాంక్స్ అండీ", "చాలా సంతోషం, ధన్యవాదాలు", "బాగా చెప్పారు, థ్యాంక్స్"],
         ["మీకు స్వాగతం!", "పర్వాలేదు, ఎప్పుడైనా అడగండి.", "సంతోషం! ఇంకేమైనా కావాలా?"])
 _intent("goodbye",
-        ["సరే, వెళ్తాను", "బై", "ఇక ఉంటాను", "మళ్ళీ కలుద్దాం", "బై బై, తర్వాత మాట్లాడతాను", "సెలవు",
+        ["సరే, వెళ్తాను", "బై", "ఇక ఉంటాను", "మళ్ళీ కలుద్దాం", "బై బై, తర్వాత మాట్లాడతాను", "ఇక సెలవు",
          "ఇక వెళ్ళొస్తాను", "సరే అండీ, ఉంటాను మరి"],
         ["సరే, మళ్ళీ కలుద్దాం!", "వెళ్ళి రండి, మంచి రోజు గడపండి."])
 _intent("apology",
@@ -368,7 +382,7 @@ _intent("where_from",
         ["నాకు ఊరు లేదు, నేను మీ పరికరంలోనే ఉంటాను. నా భాష తెలుగు.",
          "నేను ఈ కంప్యూటర్ లోనే ఉంటాను, కానీ తెలుగు నా భాష."])
 _intent("user_fine",
-        ["నేను బాగున్నాను", "బాగానే ఉన్నాను", "నేను బాగున్నాను, ధన్యవాదాలు", "అంతా బాగుంది", "చాలా బాగున్నాను",
+        ["నేను బాగున్నాను", "బాగానే ఉన్నాను", "నేను బాగానే ఉన్నాను, ఏ ఇబ్బందీ లేదు", "అంతా బాగుంది", "చాలా బాగున్నాను",
          "బాగున్నాను అండీ", "నేను క్షేమంగా ఉన్నాను"],
         ["విని చాలా సంతోషంగా ఉంది!", "బాగుంది! ఈ రోజు ఏం తెలుసుకుందాం?"])
 _intent("user_unwell",
@@ -381,7 +395,7 @@ _intent("user_sad",
         ["అయ్యో, బాధపడకండి. కొంచెం నడవండి, ఇష్టమైన పాట వినండి.",
          "మీ బాధ తగ్గాలని కోరుకుంటున్నాను. నాతో మాట్లాడండి."])
 _intent("fun_fact",
-        ["ఏదైనా ఆసక్తికరమైన విషయం చెప్పండి", "నాకు బోర్ కొడుతోంది, ఏదైనా చెప్పు", "ఒక కొత్త విషయం చెప్పండి",
+        ["ఏదైనా ఆసక్తికరమైన విషయం చెప్పండి", "ఏదైనా ఆశ్చర్యకరమైన నిజం చెప్పు", "ఒక కొత్త విషయం చెప్పండి",
          "ఏదైనా మంచి విషయం చెప్పు", "నాకు తెలియని విషయం ఒకటి చెప్పండి", "ఏదైనా సరదా విషయం చెప్తారా",
          "ఏదైనా సమాచారం చెప్పు, ఏదైనా సరే"],
         ["తెలుగు భాషను ఇటాలియన్ ఆఫ్ ది ఈస్ట్ అని పిలుస్తారు.",
@@ -401,7 +415,7 @@ _intent("out_of_domain",
         ["క్షమించండి, అది నేను చేయలేను. సమయం, లెక్కలు, మన ఊర్ల గురించి అడగండి.",
          "క్షమించండి, ఆ విషయం నాకు తెలియదు."])
 _intent("acknowledge",
-        ["సరే అండీ", "అలాగే", "ఓకే", "సరే, అర్థమైంది", "అర్థమైంది", "బాగుంది", "ఓహో, అలాగా"],
+        ["సరే అండీ", "అలాగే", "ఓకే", "సరే, అర్థమైంది", "అర్థమైంది", "సరేనండీ, తెలిసింది", "ఓహో, అలాగా"],
         ["ఇంకేమైనా సహాయం కావాలా?", "సరే, ఇంకా ఏమైనా అడగండి."])
 _intent("food_favorite",
         ["నీకు ఇష్టమైన ఆహారం ఏది", "మీకు ఏ వంటకం అంటే ఇష్టం", "నువ్వు ఏం తింటావు", "నీకు ఏ కూర ఇష్టం",
@@ -417,7 +431,7 @@ _intent("family_ask",
          "నీకు అన్నదమ్ములు ఉన్నారా", "మీ ఇంట్లో అందరూ బాగున్నారా", "నీకు పెళ్ళయిందా"],
         ["నాకు కుటుంబం లేదు, నేను ఒక కంప్యూటర్ సహాయకుడిని. మీ కుటుంబం బాగుందా?"], group="family")
 _intent("weather_forecast",
-        ["రేపు వర్షం పడుతుందా", "ఈ రోజు వాతావరణం ఎలా ఉంటుంది", "బయట ఎండగా ఉందా", "వాతావరణ సూచన చెప్పండి",
+        ["రేపు వర్షం పడుతుందా", "ఈ రోజు వాతావరణం ఎలా ఉంటుంది", "ఈ రోజు వర్షం వచ్చే అవకాశం ఉందా", "వాతావరణ సూచన చెప్పండి",
          "ఈ వారం వర్షాలు ఉంటాయా", "ఇవాళ గొడుగు తీసుకెళ్ళాలా", "రేపు వాతావరణం ఎలా ఉంటుంది"],
         ["క్షమించండి, నా దగ్గర వాతావరణ సమాచారం లేదు. బయట ఎలా ఉందో మీరే చెప్పండి."], group="weather")
 _intent("telugu_day",
@@ -443,7 +457,7 @@ _intent("months_in_year",
         ["ఒక సంవత్సరంలో పన్నెండు నెలలు ఉంటాయి."], group="calendar", keys=lambda s: [("number", [12])])
 _intent("hours_in_day",
         ["రోజుకు ఎన్ని గంటలు", "ఒక రోజులో ఎన్ని గంటలు ఉంటాయి", "ఒక రోజుకి గంటలు ఎన్ని", "రోజులో మొత్తం ఎన్ని గంటలు",
-         "ఒక్క రోజులో ఎన్ని గంటలుంటాయి", "ఒక పూట కాదు, పూర్తి రోజులో ఎన్ని గంటలు", "రోజు అంటే ఎన్ని గంటలు"],
+         "ఒక్క రోజులో ఎన్ని గంటలుంటాయి", "ఒక రోజంతా కలిపి ఎన్ని గంటలు", "రోజు అంటే ఎన్ని గంటలు"],
         ["ఒక రోజులో ఇరవై నాలుగు గంటలు ఉంటాయి."], group="calendar", keys=lambda s: [("number", [24])])
 
 
@@ -467,7 +481,7 @@ def _previous_slots(rng, heldout, context):
 
 
 _intent("repeat",
-        ["మళ్ళీ చెప్పండి", "ఇంకోసారి చెప్పు", "ఏమన్నారు", "మళ్ళీ ఒకసారి చెప్తారా", "వినిపించలేదు, మళ్ళీ చెప్పండి",
+        ["మళ్ళీ చెప్పండి", "ఇంకోసారి చెప్పు", "ఏమన్నారు, మళ్ళీ అనండి", "మళ్ళీ ఒకసారి చెప్తారా", "వినిపించలేదు, మళ్ళీ చెప్పండి",
          "మరోసారి చెప్పండి", "మీరు ఏం అన్నారు, మళ్ళీ చెప్పండి"],
         lambda s: ("{previous}",) if s.get("previous") else ("ఇంకా నేను ఏమీ చెప్పలేదు. మీరు ఏం అడగాలనుకుంటున్నారు?",),
         sample_slots=_previous_slots, fields=lambda s: {"previous": s.get("previous") or ""}, needs_previous=True)
@@ -500,7 +514,7 @@ _intent("ask_time",
         sample_slots=_now_slots(), fields=_date_fields, group="time",
         keys=lambda s: [("phrase", time_words(s["hour"], s["minute"]))])
 _intent("ask_day",
-        ["ఈ రోజు ఏ వారం", "ఈ రోజు ఏ రోజు", "ఇవాళ ఏ వారం", "ఈ రోజు ఏ వారమో చెప్పండి", "ఇవాళ వారం ఏమిటి",
+        ["ఈ రోజు ఏ వారం", "ఈ రోజు ఏ వారమో తెలుసా", "ఇవాళ ఏ వారం", "ఈ రోజు ఏ వారమో చెప్పండి", "ఇవాళ వారం ఏమిటి",
          "ఇవాళ ఏ రోజు అండీ", "ఈ రోజు ఏ వారం అవుతుంది"],
         ["ఈ రోజు {weekday}.", "ఇవాళ {weekday}."],
         sample_slots=_now_slots(), fields=_date_fields, group="time", keys=lambda s: [("weekday", [s["weekday"]])])
@@ -825,7 +839,7 @@ _intent("user_intro",
 _intent("user_ate",
         ["నేను ఈ రోజు {food} తిన్నాను", "ఇప్పుడే {food} తిన్నాను", "మా అమ్మ ఈ రోజు {food} చేసింది",
          "మధ్యాహ్నం భోజనంలో {food} తిన్నాను", "రాత్రికి {food} చేసుకుంటున్నాను", "నాకు {food} అంటే చాలా ఇష్టం",
-         "ఈ రోజు మా ఇంట్లో {food}"],
+         "ఈ రోజు మా ఇంట్లో {food} వండారు"],
         ["{food} చాలా రుచిగా ఉంటుంది!", "ఆహా, {food}! వింటుంటేనే నోరూరుతోంది."],
         sample_slots=_echo_slots("food", FOODS), fields=lambda s: dict(s), group="food",
         keys=lambda s: [("phrase", s["food"])])
@@ -856,19 +870,89 @@ _intent("weather_comment",
 BACKCHANNELS = ["ఊ", "అవును", "సరే", "ఊ ఊ", "అలాగా", "ఓహో", "హా", "అవునా"]
 
 
+# --- generated phrasings (phrasing_grammar) -------------------------------------------------------
+
+def _add_generated_phrasings() -> dict[str, list[str]]:
+    """Append phrasing_grammar's phrasings to every intent's (train-only: after the hand-written
+    ones, so the held-out choice does not move); returns {intent: [dropped]}. A generated phrasing
+    is dropped when its placeholders are not those of one of the intent's own phrasings, when it
+    equals, contains (as whole words, after normalisation) or is one word edit from a held-out
+    phrasing of any intent, or
+    when it equals a hand-written phrasing of another intent, a backchannel or a phrasing generated
+    for another intent: held-out text never reaches training, and one wording has one meaning."""
+    held = _heldout_word_runs()
+    near_heldout = set()
+    for run in held:
+        words = tuple(run.split())
+        near_heldout |= {words} | _one_word_neighbours(words)
+    taken = {normalize(b): None for b in BACKCHANNELS}
+    for name, it in INTENTS.items():
+        taken.update({normalize(p): name for p in it.phrasings})
+    generated, owners = {}, {}
+    for name in INTENTS:
+        forms = [(text, normalize(text)) for text in phrasing_grammar.sample_phrasings(name)]
+        generated[name] = forms
+        for _, form in forms:
+            owners.setdefault(form, set()).add(name)
+    dropped = {}
+    for name, it in INTENTS.items():
+        slot_sets = {phrasing_grammar.placeholders(p) for p in it.phrasings}
+        own = {normalize(p) for p in it.phrasings}
+        keep = []
+        for text, form in generated[name]:
+            if (phrasing_grammar.placeholders(text) not in slot_sets or form in own
+                    or taken.get(form, name) != name or len(owners[form]) > 1 or _contains_any(form, held)
+                    or _one_word_from(form, near_heldout)):
+                if form not in own:
+                    dropped.setdefault(name, []).append(text)
+                continue
+            keep.append(text)
+        INTENTS[name] = replace(it, phrasings=it.phrasings + tuple(keep), n_core=len(it.phrasings),
+                                n_generated=len(keep))
+    return dropped
+
+
+def _heldout_word_runs() -> set[str]:
+    """Every intent's held-out phrasings, normalised, with a space at either end."""
+    return {f" {normalize(it.phrasings[i])} " for it in INTENTS.values() for i in it.heldout_phrasings}
+
+
+def _one_word_neighbours(words: tuple) -> set[tuple]:
+    """Word sequences one edit from `words`, as keys: a word swapped for "*", or a word dropped."""
+    swapped = {words[:i] + ("*",) + words[i + 1:] for i in range(len(words))}
+    return swapped | {words[:i] + words[i + 1:] for i in range(len(words))}
+
+
+def _one_word_from(form: str, near_heldout: set[tuple]) -> bool:
+    """Is a normalised text at most one word edit (swap, drop or add a word; or drop one and add
+    another) from a held-out phrasing?
+    Such a near copy would let a held-out test pass on memory, not on understanding. near_heldout
+    holds every held-out phrasing and its _one_word_neighbours; a swap or a drop on either side meets
+    there, so one set lookup per neighbour of the text decides."""
+    words = tuple(form.split())
+    return words in near_heldout or any(n in near_heldout for n in _one_word_neighbours(words))
+
+
+def _contains_any(form: str, runs: set[str]) -> bool:
+    """Does a normalised text hold one of these (space-padded) word sequences, whole words in a row?"""
+    padded = f" {form} "
+    return any(run in padded for run in runs)
+
+
 # --- train-only extra phrasings (opt-in) -----------------------------------------------------------
 # data/extra_phrasings.json: more ways to say each request, written by someone who was shown only each
 # intent's canonical phrasing and reply, never the held-out phrasings. They widen what the agent
 # learns an intent from (docs/experiments.md: a held-out phrasing often shares few words with any trained one),
-# and are train-only: appended after the core phrasings, so the held-out indices do not move.
+# and are train-only: appended after the hand-written and generated phrasings, so the held-out indices
+# do not move. phrasing_grammar now makes 142 of the 584 as well (docs/phrasing_audit.md).
 # Opt-in (train_s2s --extra_phrasings, dialogue_corpus --extra_phrasings): on 400 CPU text steps they
-# did not help held-out phrasings yet (docs/experiments.md, session 8), so the default corpus is unchanged.
+# did not help held-out phrasings yet (docs/experiments.md, session 8), so they stay opt-in.
 EXTRA_PHRASINGS_PATH = Path(__file__).resolve().parent / "data" / "extra_phrasings.json"
 
 
 def use_extra_phrasings(path: str | Path = EXTRA_PHRASINGS_PATH) -> dict[str, list[str]]:
     """Add the extras to the training phrasings of this process (once); returns what was dropped."""
-    if any(it.n_core for it in INTENTS.values()):
+    if any(len(it.phrasings) > it.n_core + it.n_generated for it in INTENTS.values()):
         return {}
     path = Path(path)
     if not path.exists():
@@ -879,8 +963,9 @@ def use_extra_phrasings(path: str | Path = EXTRA_PHRASINGS_PATH) -> dict[str, li
 def _add_extra_phrasings(path: Path) -> dict[str, list[str]]:
     """Append the extras to INTENTS; returns {intent: [dropped extras]}. An extra is dropped when its
     placeholders are not those of one of the intent's own phrasings, or it equals (after normalisation)
-    a core phrasing, another intent's phrasing or a backchannel: one wording, one meaning, and no
-    held-out text in training."""
+    a phrasing the intent has (hand-written or generated), another intent's phrasing or a
+    backchannel, or contains a held-out phrasing: one wording, one meaning, and no held-out text in
+    training."""
     extras = json.loads(path.read_text(encoding="utf-8"))
     unknown = sorted(set(extras) - set(INTENTS))
     if unknown:
@@ -888,6 +973,7 @@ def _add_extra_phrasings(path: Path) -> dict[str, list[str]]:
     taken = {normalize(b): "backchannel" for b in BACKCHANNELS}
     for name, it in INTENTS.items():
         taken.update({normalize(p): name for p in it.phrasings})
+    held = _heldout_word_runs()
     dropped = {}
     for name, texts in extras.items():
         it = INTENTS[name]
@@ -895,12 +981,14 @@ def _add_extra_phrasings(path: Path) -> dict[str, list[str]]:
         keep = []
         for text in texts:
             slots = re.findall(r"\{(\w+)\}", text)
-            if frozenset(slots) not in slot_sets or len(slots) != len(set(slots)) or normalize(text) in taken:
+            if (frozenset(slots) not in slot_sets or len(slots) != len(set(slots)) or normalize(text) in taken
+                    or _contains_any(normalize(text), held)):
                 dropped.setdefault(name, []).append(text)
                 continue
             taken[normalize(text)] = name
             keep.append(_tidy(text))
-        INTENTS[name] = replace(it, phrasings=it.phrasings + tuple(keep), n_core=len(it.phrasings))
+        INTENTS[name] = replace(it, phrasings=it.phrasings + tuple(keep), n_core=it.n_core or len(it.phrasings),
+                                n_generated=it.n_generated)
     return dropped
 
 
@@ -938,7 +1026,12 @@ def sample_turn(rng, split: str = "train", context: Context | None = None, inten
         intent = rng.choice(pool)
     it = INTENTS[intent]
     slots = it.sample_slots(rng, heldout, context)
-    phrasing = rng.choice(it.heldout_phrasings if heldout else it.train_phrasings)
+    if heldout:
+        phrasing = rng.choice(it.heldout_phrasings)
+    elif rng.random() < HANDWRITTEN_SHARE or len(it.train_phrasings) == len(it.handwritten_train_phrasings):
+        phrasing = rng.choice(it.handwritten_train_phrasings)
+    else:
+        phrasing = rng.choice(it.train_phrasings[len(it.handwritten_train_phrasings):])
     fields = it.fields(slots)
     user_text = it.phrasings[phrasing].format(**fields)
     replies = it.reply_templates(slots)
@@ -975,12 +1068,18 @@ def _telugu_text_normalize():
         return None
 
 
+# Text that telugu_text.normalize_text leaves as it is, word for word: letters, spaces and a few
+# marks, no digits (its rules all need a digit, a full stop or a symbol). Skipping it there keeps
+# normalising the tens of thousands of generated phrasings cheap.
+_PLAIN_WORDS = re.compile(r"[\u0c00-\u0c65\u0c70-\u0c7fA-Za-z_{} ,?!]*")
+
+
 def tokens(text: str) -> list[str]:
     """Words of a text for comparison: NFC, numbers spelled out (telugu_text, when present), no
     punctuation; a clause break (comma, full stop, ...) becomes the token "|"."""
     text = unicodedata.normalize("NFC", text).replace("\u200c", "").replace("\u200d", "")
     normalize = _telugu_text_normalize()
-    if normalize is not None:
+    if normalize is not None and not _PLAIN_WORDS.fullmatch(text):
         text = normalize(text)
     out = []
     for raw in re.split(r"(\s+|[^\w\u0c00-\u0c7f]+)", text):
@@ -1092,6 +1191,21 @@ def is_correct(intent: str, slots: dict, agent_text_hyp: str, context: Context |
     return all(_check_key(hyp, k) for k in key_fn(full))
 
 
+def audit_texts(handwritten_only: bool = False) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(held-out, training) phrasings as (intent, text) for phrasing_grammar.nearest_neighbour_stat:
+    normalised, slots filled from one fixed draw per intent (the same in both lists, so a slot's
+    words neither help nor hurt). `handwritten_only`: training phrasings without the generated ones
+    (and without any extras), what the domain had before phrasing_grammar."""
+    heldout, train = [], []
+    for name, it in INTENTS.items():
+        fields = it.fields(it.sample_slots(random.Random(0), False, Context(previous_answer="సరే.")))
+        fill = lambda i: normalize(it.phrasings[i].format(**fields))  # noqa: E731
+        heldout += [(name, fill(i)) for i in it.heldout_phrasings]
+        trained = it.handwritten_train_phrasings if handwritten_only else it.train_phrasings
+        train += [(name, fill(i)) for i in trained]
+    return heldout, train
+
+
 def summary() -> list[tuple[str, str, int, int, int]]:
     """(intent, group, phrasings, held-out phrasings, answer variants) per intent."""
     rows = []
@@ -1099,6 +1213,10 @@ def summary() -> list[tuple[str, str, int, int, int]]:
         example = it.sample_slots(random.Random(0), False, Context(previous_answer="సరే."))
         rows.append((name, it.group, len(it.phrasings), len(it.heldout_phrasings), len(it.reply_templates(example))))
     return rows
+
+
+# Last, once normalize exists: every intent's generated phrasings (phrasing_grammar).
+GENERATED_DROPPED = _add_generated_phrasings()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ LAYERS = {
     "synthetic_corpus": DATA,
     "prepare_speaker_data": DATA,
     "augment": DATA,
+    "phrasing_grammar": DATA,
     "dialogue_domain": DATA,
     "dialogue_corpus": DATA,
     "telugu_tokenizer": DATA,
