@@ -274,6 +274,57 @@ def build_ear_corpus(out_dir, n_voices: int = 64, per_voice: int = 200, n_reques
     return [sentences, requests]
 
 
+# Modules whose docstrings give plain English sentences on a machine with no internet: the ear's
+# "not Telugu" examples only need English sounds, not any particular text.
+_ENGLISH_SOURCES = ("collections", "json", "argparse", "logging", "subprocess", "unittest", "asyncio",
+                    "pathlib", "typing", "datetime", "random", "statistics", "textwrap", "shutil",
+                    "tarfile", "zipfile", "socket", "threading", "multiprocessing", "email.message")
+
+
+def english_sentences(n: int, seed: int = 0) -> list[str]:
+    """n distinct English sentences (4-16 words, letters only) from the standard library's docstrings."""
+    import importlib
+    import inspect
+    import re
+
+    found = set()
+    for name in _ENGLISH_SOURCES:
+        module = importlib.import_module(name)
+        docs = [module.__doc__ or ""] + [inspect.getdoc(obj) or "" for _, obj in inspect.getmembers(module)]
+        for doc in docs:
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                sentence = sentence.strip().rstrip(".!?")
+                if 4 <= len(sentence.split()) <= 16 and re.fullmatch(r"[A-Za-z ,']+", sentence):
+                    found.add(sentence + ".")
+    found = sorted(found)
+    random.Random(seed).shuffle(found)
+    return found[:n]
+
+
+def build_foreign_corpus(out_dir, n_clips: int = 1500, workers: int = 2, seed: int = 0,
+                         progress: bool = True) -> Path:
+    """Speech that is not Telugu, for the ear to learn to write nothing for it: English sentences in
+    espeak's English voices with random pitch, range and rate. Rows carry `lang` "en" and the English
+    text (what was said); train_asr.py gives them an empty transcript. Returns the train manifest."""
+    out_dir = Path(out_dir)
+    rng = random.Random(seed)
+    variants = telugu_tts.training_variants()
+    voices = [telugu_tts.Voice(f"en_{i:02d}_{v}", f"en+{v}", "unknown", pitch=rng.randint(20, 80),
+                               range=rng.randint(25, 85), rate=rng.randint(135, 210))
+              for i, v in enumerate(rng.sample(variants, 20))]
+    texts = english_sentences(n_clips, seed)
+    tsv = out_dir / "english.tsv"
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    tsv.write_text("category\tsentence\n" + "".join(f"english\t{t}\n" for t in texts), encoding="utf-8")
+    path = build(out_dir, tsv, max(1, n_clips // len(voices)), 0, heldout_sentence_fraction=0.0,
+                 workers=workers, seed=seed, progress=progress, voices=voices)["train"]
+    rows = [dict(r, lang="en") for r in audio_io.read_manifest(path)]
+    for r in rows:
+        r["audio"] = str(Path(r["audio"]).relative_to(out_dir))
+    audio_io.write_manifest(path, rows)
+    return path
+
+
 def add_build_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="TSV with columns category, sentence")
     parser.add_argument("--per_voice_train", type=int, default=200, help="clips per train voice")
@@ -283,6 +334,9 @@ def add_build_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--voices", nargs="+", help="catalogue voice names to use (default: all)")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--foreign_clips", type=int, default=0,
+                        help=">0: build this many English clips instead (build_foreign_corpus), speech the ear "
+                             "must not transcribe")
     parser.add_argument("--ear_voices", type=int, default=0,
                         help=">0: build the ear's extra training corpus instead (build_ear_corpus): this many "
                              "random training voices reading the training sentences and the domain's requests")
@@ -294,6 +348,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "data" / "synthetic"), help="output folder")
     args = add_build_args(parser).parse_args(argv)
     t0 = time.time()
+    if args.foreign_clips > 0:
+        path = build_foreign_corpus(args.out, args.foreign_clips, args.workers, args.seed, not args.no_progress)
+        print(f"train {sum(1 for _ in open(path, encoding='utf-8')):6d} clips -> {path}; {time.time() - t0:.0f} s")
+        return 0
     if args.ear_voices > 0:
         for path in build_ear_corpus(args.out, args.ear_voices, args.per_voice_train, workers=args.workers,
                                      seed=args.seed, progress=not args.no_progress):

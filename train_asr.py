@@ -5,7 +5,9 @@
     python train_asr.py --export checkpoints/asr.safetensors --out_dir runs/asr     # latest weights -> shipped
     python train_asr.py --eval --checkpoint checkpoints/asr.safetensors --manifest data/synthetic/test.jsonl
 
-Every clip is read whole (CTC needs the whole transcript), padded with up to `asr.pad_s` of quiet
+Rows whose `lang` is not "te" (synthetic_corpus.py --foreign_clips: English) train an empty
+transcript: the ear must write nothing for speech that is not Telugu. Every clip is read whole (CTC
+needs the whole transcript), padded with up to `asr.pad_s` of quiet
 noise on both sides (so the speech head sees silence), sent through augment.py with probability
 `asr.augment_prob` (tempo, pitch, formants, room, noise, microphone, line, level, clipping), then
 SpecAugment on the log-mel. Items are addressed as (epoch, index), their randomness from
@@ -64,7 +66,9 @@ class EarClips(torch.utils.data.Dataset):
         if rng.random() < a.augment_prob:
             pcm, words, _ = augment.augment(pcm, sr, rng, words=words, strength=a.augment_strength)
         pcm, words = pad_with_quiet(pcm, words, sr, a.pad_s, rng)
-        return pcm, ta.encode_text(row["text"]), speech_labels(words, len(pcm), self.cfg.audio.frame_size, sr)
+        # Speech in another language is speech (the speech head says so) with nothing to write.
+        target = ta.encode_text(row["text"]) if row.get("lang", "te") == "te" else []
+        return pcm, target, speech_labels(words, len(pcm), self.cfg.audio.frame_size, sr)
 
 
 def pad_with_quiet(pcm, words, sr: int, pad_s: float, rng):

@@ -190,3 +190,26 @@ def test_shipped_ear_hears_a_voice_and_sentence_it_never_trained_on():
     # silence in, (almost) nothing out, and the speech head says so
     _, _, speech, _ = ear.step(torch.zeros(1, 25 * ear.frame_size), ear.init_state(1))
     assert speech.max() < 0.5
+
+
+def test_speech_in_another_language_trains_an_empty_transcript(tmp_path):
+    """Rows with lang != "te" (synthetic_corpus --foreign_clips) are speech with nothing to write."""
+    import synthetic_corpus
+    from train_asr import EarClips
+
+    sentences = synthetic_corpus.english_sentences(5)
+    assert len(set(sentences)) == 5 and all(s.replace(",", "").replace("'", "").rstrip(".").replace(" ", "").isalpha()
+                                            for s in sentences)
+    rows = []
+    for k, (text, voice, lang) in enumerate([(sentences[0], "en+m1", "en"), ("నమస్కారం", "te+f1", "te")]):
+        pcm, words = telugu_tts.synthesize(text, telugu_tts.Voice(f"v{k}", voice, "unknown"))
+        save_wav(tmp_path / f"{k}.wav", pcm)
+        rows.append({"audio": f"{k}.wav", "text": text, "speaker": f"v{k}", "lang": lang,
+                     "duration": len(pcm) / 24000, "split": "train", "words": words})
+    write_manifest(tmp_path / "train.jsonl", rows)
+    cfg = small_cfg()
+    cfg.asr.augment_prob = 0.0
+    data = EarClips([tmp_path / "train.jsonl"], cfg, seed=0)
+    (_, english, speech_en), (_, telugu, _) = data[(0, 0)], data[(0, 1)]
+    assert english == [] and speech_en.sum() > 10  # heard as speech, written as nothing
+    assert telugu == ta.encode_text("నమస్కారం")
