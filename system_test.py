@@ -22,12 +22,16 @@ Checks, in order (a check that needs a part that failed earlier fails and says s
                                 are lost. The output prints the measured STOI beside the bar.
      8  speaker encoder         two TEST voices, two held-out sentences each: every same-voice
                                 similarity above every different-voice one
-     9  spoken answer offline   a held-out phrasing of a question, spoken by a TEST voice, through
+     9  the ear                 asr.safetensors + .json load; a held-out sentence spoken by a TEST
+                                voice is transcribed with CER <= EAR_CER_BAR (0.25: the shipped ear
+                                measures its held-out voices in README "The ear"; an untrained one
+                                writes nothing or noise, CER about 1)
+    10  spoken answer offline   a held-out phrasing of a question, spoken by a TEST voice, through
                                 s2s_transformer.converse (the server's frame loop): the agent's text
                                 answers it (dialogue_domain.is_correct) and its audio is audible
-    10  server over WebSocket   the same question through streaming_server_advanced.py on a free
+    11  server over WebSocket   the same question through streaming_server_advanced.py on a free
                                 loopback port (s2s_client.converse)
-    --gpu: 11 CUDA device, 12 CUDA streaming (codec streaming on CUDA equals CPU; S2S step faster
+    --gpu: 12 CUDA device, 13 CUDA streaming (codec streaming on CUDA equals CPU; S2S step faster
            than a frame)
     --record DIR: a scripted multi-turn Telugu conversation (a greeting, a sum, an interruption while
            the agent answers, a capital city) through the real server and the page in headless
@@ -68,6 +72,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 TEST_VOICES = ("test_shelby", "test_alicia")  # TEST-role voices (female, the harder pair to tell apart)
 QUESTION_VOICE = "test_m8"  # a TEST-role voice for the spoken question
 STOI_BAR = 0.60  # see the module docstring for how it was chosen
+EAR_CER_BAR = 0.25  # the ear's bar, likewise
 QUESTION_INTENT, QUESTION_SEED = "add", 3  # a held-out phrasing and held-out numbers
 FAKE_MIC_RATE = 48000  # chromium's fake capture device reads a WAV at its own rate
 DEMO_SCRIPT = [  # (intent, silence after it in s): the user's side of the recorded conversation
@@ -335,7 +340,28 @@ def check_speakers(env: Env) -> str:
     return detail
 
 
-# --- 9-10: a spoken question, offline and through the server ------------------------------------------
+def check_ear(env: Env) -> str:
+    import telugu_asr
+    import telugu_tts
+
+    path = env.path("asr.safetensors")
+    _exists(path, f"train and export it: python train_asr.py --config tiny ... then --export {path} (README \"The ear\")")
+    try:
+        ear = telugu_asr.load(path)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise Failed(f"does not load into the model asr.json describes: {str(e)[:160]}",
+                     "re-export asr.safetensors together with its asr.json") from None
+    sentence = heldout_sentences()[3]
+    pcm, _ = telugu_tts.synthesize(sentence.text, QUESTION_VOICE)
+    text, _ = ear.transcribe(pcm)
+    cer = telugu_asr.char_error_rate(text, sentence.text)
+    detail = f"CER {cer:.3f} (bar {EAR_CER_BAR:.2f}) on held-out sentence {sentence.id} spoken by {QUESTION_VOICE}"
+    if not cer <= EAR_CER_BAR:
+        raise Failed(detail, "the ear mishears: train it longer (train_asr.py --resume) and re-export")
+    return detail
+
+
+# --- 10-11: a spoken question, offline and through the server ------------------------------------------
 
 def question(env: Env) -> dict:
     """The spoken question (cached): a held-out phrasing with held-out numbers, a TEST voice,
@@ -728,6 +754,7 @@ CHECKS = [
     ("checkpoint: voice bank", check_voice_bank),
     ("codec round trip", check_codec_roundtrip),
     ("speaker encoder", check_speakers),
+    ("the ear", check_ear),
     ("spoken answer offline", check_offline_answer),
     ("server over WebSocket", check_server),
 ]

@@ -102,7 +102,7 @@ def test_system_test_fails_with_fixes_when_checkpoints_are_missing(tmp_path):
     assert "result  detail" in r.stdout and "load average" in r.stdout
     rows = {c["name"]: c for c in json.loads((tmp_path / "st.json").read_text(encoding="utf-8"))["checks"]}
     assert list(rows)[:2] == ["python and packages", "espeak-ng Telugu"]
-    for name in ("checkpoint: codec", "checkpoint: s2s", "codec round trip", "spoken answer offline",
+    for name in ("checkpoint: codec", "checkpoint: s2s", "codec round trip", "the ear", "spoken answer offline",
                  "server over WebSocket"):
         assert not rows[name]["ok"] and rows[name]["fix"], name
         assert "not found" in rows[name]["detail"] or "cannot run" in rows[name]["detail"]
@@ -115,6 +115,7 @@ def tiny_checkpoints(tmp_path_factory):
     """A complete checkpoint folder of tiny random models, exported like the shipped ones."""
     import s2s_transformer
     import speaker_embeddings
+    import telugu_asr
     import telugu_codec_fixed
 
     out = tmp_path_factory.mktemp("ckpt")
@@ -125,7 +126,9 @@ def tiny_checkpoints(tmp_path_factory):
     s.d_model, s.n_layers, s.n_heads, s.depth_d_model, s.depth_layers, s.depth_heads = 32, 2, 2, 32, 1, 2
     s.n_codebooks, s.context_frames, s.text_vocab_size, s.dropout = 2, 64, 1000, 0.0
     cfg.speaker.channels = 32
+    cfg.asr.d_model, cfg.asr.n_layers, cfg.asr.n_heads = 32, 1, 2
     export_safetensors(telugu_codec_fixed.Codec(c).state_dict(), out / "codec.safetensors", cfg)
+    export_safetensors(telugu_asr.Ear(cfg).state_dict(), out / "asr.safetensors", cfg)
     export_safetensors(s2s_transformer.S2SModel(cfg).state_dict(), out / "s2s.safetensors", cfg)
     export_safetensors(speaker_embeddings.SpeakerEncoder(cfg.speaker).state_dict(), out / "speaker_encoder.safetensors", cfg)
     shutil.copy(ROOT / "checkpoints" / "telugu_spm.model", out / "telugu_spm.model")
@@ -143,7 +146,7 @@ def test_system_test_runs_every_check_on_tiny_checkpoints(tiny_checkpoints, tmp_
     r = run(["system_test.py", "--checkpoints", str(tiny_checkpoints), "--json", str(tmp_path / "st.json")])
     result = json.loads((tmp_path / "st.json").read_text(encoding="utf-8"))
     rows = {c["name"]: c for c in result["checks"]}
-    assert len(rows) == 10, r.stdout
+    assert len(rows) == 11, r.stdout
     for name in ("checkpoint: codec", "checkpoint: s2s", "checkpoint: speaker", "checkpoint: voice bank"):
         assert rows[name]["ok"], rows[name]
     for c in rows.values():  # every check ran: none is left waiting on a part that did not load
@@ -152,6 +155,7 @@ def test_system_test_runs_every_check_on_tiny_checkpoints(tiny_checkpoints, tmp_
     # Untrained models: the codec garbles speech and the agent babbles, and the table says so;
     # the server check still ran the question through a real server (its detail has the port).
     assert not rows["codec round trip"]["ok"] and "STOI" in rows["codec round trip"]["detail"]
+    assert not rows["the ear"]["ok"] and "CER" in rows["the ear"]["detail"]
     assert not rows["spoken answer offline"]["ok"] and "expected" in rows["spoken answer offline"]["detail"]
     assert "port " in rows["server over WebSocket"]["detail"], rows["server over WebSocket"]
     assert r.returncode == (0 if all(c["ok"] for c in rows.values()) else 1)
