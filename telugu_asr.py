@@ -223,6 +223,14 @@ class Ear(nn.Module):
         B, n_samples = pcm.shape
         if n_samples == 0 or n_samples % self.frame_size:
             raise ValueError(f"ear.step takes whole frames of {self.frame_size} samples, got {n_samples}")
+        features = self._stream_features(pcm, state)
+        log_probs, speech = self.heads(features)
+        pieces, state.last_id = collapse(log_probs.argmax(-1), state.last_id)
+        return pieces, features, torch.sigmoid(speech), state
+
+    def _stream_features(self, pcm, state: EarState):
+        """The streaming network: whole frames of pcm -> features [B, n, D], state updated in place."""
+        B = pcm.shape[0]
         mel, state.history = self.mel(pcm, state.history)
         x = self.embed(((mel - self.mel_mean) / self.mel_std).reshape(B, -1, self.hops * mel.shape[-1]))
         rows = torch.arange(B, device=pcm.device)
@@ -237,10 +245,7 @@ class Ear(nn.Module):
                 h = block.step(h, cos[:, :, 0], sin[:, :, 0], state.keys[i], state.values[i], rows, slot, mask)
             features.append(self.norm(h))
             state.position = state.position + 1
-        features = torch.cat(features, dim=1)
-        log_probs, speech = self.heads(features)
-        pieces, state.last_id = collapse(log_probs.argmax(-1), state.last_id)
-        return pieces, features, torch.sigmoid(speech), state
+        return torch.cat(features, dim=1)
 
     @torch.no_grad()
     def transcribe(self, pcm) -> tuple[str, list]:
@@ -248,7 +253,14 @@ class Ear(nn.Module):
         pcm = torch.as_tensor(pcm, dtype=torch.float32).flatten()
         pad = (-pcm.numel()) % self.frame_size
         pcm = F.pad(pcm, (0, pad + self.frame_size))[None]  # one frame more: CTC emits a little late
-        log_probs, _, _ = self(pcm)
+        chunk = self.cfg.asr.context_frames * self.frame_size
+        if pcm.shape[1] <= 4 * chunk:
+            log_probs, _, _ = self(pcm)
+        else:  # a long recording streams (same numbers) instead of one quadratic attention over it all
+            state = self.init_state(1, pcm.device)
+            features = torch.cat([self._stream_features(pcm[:, i:i + chunk], state)
+                                  for i in range(0, pcm.shape[1], chunk)], dim=1)
+            log_probs, _ = self.heads(features)
         return words_from_ids(log_probs[0].argmax(-1).tolist(), self.frame_size / self.cfg.asr.ctc_per_frame
                               / self.sample_rate)
 

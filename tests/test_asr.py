@@ -213,3 +213,14 @@ def test_speech_in_another_language_trains_an_empty_transcript(tmp_path):
     (_, english, speech_en), (_, telugu, _) = data[(0, 0)], data[(0, 1)]
     assert english == [] and speech_en.sum() > 10  # heard as speech, written as nothing
     assert telugu == ta.encode_text("నమస్కారం")
+
+
+def test_long_recordings_stream_to_the_same_transcript():
+    """Past 4 windows transcribe() streams in chunks (memory stays flat); the words are the same as
+    one offline pass over the whole recording."""
+    ear = small_ear(window=3)  # 4 windows = 12 frames: a 30-frame clip takes the streaming path
+    pcm = torch.randn(30 * ear.frame_size) * 0.1
+    text, words = ear.transcribe(pcm)
+    padded = torch.nn.functional.pad(pcm, (0, ear.frame_size))[None]
+    offline = ta.words_from_ids(ear(padded)[0][0].argmax(-1).tolist(), ear.frame_size / 2 / ear.sample_rate)
+    assert (text, words) == offline and text
