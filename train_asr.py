@@ -218,8 +218,13 @@ def ctc_loss(ear, pcm, targets, target_lengths, input_lengths, frames, speech, a
     """CTC per clip (averaged over target characters) + weighted speech BCE over real frames."""
     with autocast:
         log_probs, speech_logits, _ = ear(pcm, spec_augment=augmenter)
-    ctc = F.ctc_loss(log_probs.float().transpose(0, 1), targets.to(log_probs.device), input_lengths, target_lengths,
-                     blank=ta.BLANK, reduction="mean", zero_infinity=True)
+    per_clip = F.ctc_loss(log_probs.float().transpose(0, 1), targets.to(log_probs.device), input_lengths,
+                          target_lengths, blank=ta.BLANK, reduction="none", zero_infinity=True)
+    # Per character, as CTC's "mean"; a clip with nothing to write (speech in another language) is
+    # divided by the characters that much Telugu would carry (a quarter of its slots), not by 1, or its
+    # hundreds of blank slots would outweigh the whole batch.
+    chars = torch.where(target_lengths > 0, target_lengths, input_lengths // 4).clamp_min(1)
+    ctc = (per_clip / chars.to(per_clip.device)).mean()
     real = torch.arange(speech.shape[1], device=speech.device)[None] < frames.to(speech.device)[:, None]
     bce = F.binary_cross_entropy_with_logits(speech_logits.float()[real], speech[real])
     return ctc, bce
