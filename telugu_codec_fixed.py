@@ -605,10 +605,11 @@ class SourceFilterDecoder(nn.Module):
     noise part.
 
     It starts as a correct signal-processing synthesiser (PROBES.md section 2: from scratch the
-    harmonic path died): the corrections start at zero, voiced patches put 90 % of the envelope's
-    power into harmonics and unvoiced ones all of it into noise, so the output is the classic
-    vocoder of whatever envelope is decoded, and the envelope loss teaches that envelope from the
-    first step. Training then corrects the synthesiser where the spectral losses say so."""
+    harmonic path died): the envelope is read straight out of the latent (Codec._analyse puts
+    the measured one there), the corrections start at zero, voiced patches put 90 % of the
+    envelope's power into harmonics and unvoiced ones all of it into noise. So the untrained
+    codec is the classic vocoder of the quantized envelope; training corrects it where the
+    spectral and envelope losses say so."""
 
     VOICED_MIX, UNVOICED_MIX = 2.2, -4.0  # harmonic share logits at initialisation (0.90, 0.02)
 
@@ -627,10 +628,25 @@ class SourceFilterDecoder(nn.Module):
             self.head.weight.zero_()
             self.head.weight[:self.bands].normal_(std=0.1 / math.sqrt(c0))
             self.head.bias.zero_()
-            self.head.bias[:self.bands] = -4.0  # a quiet envelope until the envelope loss moves it
         self.synth = SourceFilterSynth(cfg)
+        self.patches = cfg.frame_size // cfg.patch_size
+        if cfg.latent_dim != self.bands * self.patches:
+            raise ValueError(f"codec.decoder=source_filter carries the envelope in the latent: latent_dim must be "
+                             f"envelope_bands x patches per frame = {self.bands * self.patches}, not {cfg.latent_dim}")
         self.key = ""
         self.last_envelope = None  # [B, bands, N] of the last forward: the trainer's envelope loss
+
+    ENV_SHIFT, ENV_SCALE = 4.0, 0.25  # log power per bin (about -12..6) <-> unit range in the latent
+
+    def stack(self, envelope):  # [B, bands, frames * patches] -> [B, bands * patches, frames]
+        B, C, N = envelope.shape
+        e = (envelope + self.ENV_SHIFT) * self.ENV_SCALE
+        return e.view(B, C, N // self.patches, self.patches).transpose(2, 3).reshape(B, C * self.patches, -1)
+
+    def unstack(self, z):  # the inverse of stack
+        B, _, T = z.shape
+        e = z.view(B, self.bands, self.patches, T).transpose(2, 3).reshape(B, self.bands, T * self.patches)
+        return e / self.ENV_SCALE - self.ENV_SHIFT
 
     def forward(self, z, f0, state=None):
         """z [B, latent, frames], f0 [B, patches] (Hz, 0 = unvoiced) -> pcm [B, 1, patches * hop]."""
@@ -646,6 +662,7 @@ class SourceFilterDecoder(nn.Module):
         x = self.up(self.low(self.inp(z, state), state), state)
         x = self.high(x + self.pitch_in(pitch, state), state)
         envelope, mix, harmonic_gain, noise_gain = self.head(self.act(x)).chunk(4, dim=1)
+        envelope = envelope + self.unstack(z)  # the envelope carried in the latent, corrected
         self.last_envelope = envelope
         mix = mix + torch.where(voiced, self.VOICED_MIX, self.UNVOICED_MIX).unsqueeze(1)
         log_harmonic = envelope + F.logsigmoid(mix) + harmonic_gain
@@ -675,7 +692,8 @@ class Encoder(nn.Module):
         layers += [Stage(ch[-1], cfg.res_units, cfg.kernel_sizes[-1])]
         self.layers = nn.ModuleList(layers)
         self.act = Snake(ch[-1])
-        self.out = CausalConv1d(ch[-1], cfg.latent_dim, 3)
+        # Beside the source_filter codec's envelope skip the learnt part starts as a small residual.
+        self.out = CausalConv1d(ch[-1], cfg.latent_dim, 3, init_scale=0.1 if features else 1.0)
 
     def forward(self, pcm, state=None):  # [B, 1, T] -> [B, latent, T / frame_size]
         x = self.patch(pcm, state)  # (or [B, features, T / patch_size] analysis)
@@ -751,10 +769,16 @@ class Codec(nn.Module):
     LOG_MEL_SHIFT, LOG_MEL_SCALE = 4.0, 0.25  # log-mel of speech (about -12..8) to unit scale
 
     def _analyse(self, pcm, state=None):
-        """-> (encoder latent, pitch codes [B, frames], analysed envelope)."""
+        """-> (encoder latent, pitch codes [B, frames], analysed envelope).
+
+        The latent starts as the frame's own envelope (its 4 patches x envelope_bands values,
+        scaled to unit range) plus a small learnt residual, and SourceFilterDecoder reads the
+        envelope straight back out of it: at initialisation the codec is a vector-quantized
+        vocoder of the measured envelope (PROBES.md: start from the DSP answer), and the RVQ
+        and both networks learn from there."""
         log_mel, envelope, f0 = self.analysis(pcm, state)
         z = self.encoder((log_mel + self.LOG_MEL_SHIFT) * self.LOG_MEL_SCALE, state)
-        return z, self.pitch.encode(f0), envelope
+        return z + self.decoder.stack(envelope), self.pitch.encode(f0), envelope
 
     def _synthesise(self, codes, state=None):
         """codes [B, K, frames] (codebook 0: pitch) -> pcm; K = 1 decodes an average envelope."""
