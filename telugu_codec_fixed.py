@@ -391,6 +391,26 @@ class ResidualVQ(nn.Module):
     def decode(self, codes):  # [B, K, T] -> [B, D, T]; K may be fewer than n_codebooks
         return sum(self.quantizers[k].decode(codes[:, k]) for k in range(codes.shape[1]))
 
+    @torch.no_grad()
+    def init_from_data(self, z, seed: int = 0):
+        """Start every stage where the data is (SoundStream/EnCodec start their codebooks from
+        k-means of the first batch): stage k projects the residual left by stages < k onto its
+        principal directions (in_proj; out_proj maps back), and its codes are random residuals
+        of that projection. A random factorized RVQ makes the residual larger at every stage."""
+        g = torch.Generator().manual_seed(seed)
+        r = z.transpose(1, 2).reshape(-1, z.shape[1]).float()  # [frames, D]
+        for vq in self.quantizers:
+            d = vq.codebook.weight.shape[1]
+            basis = torch.linalg.eigh(r.T @ r / len(r)).eigenvectors[:, -d:]  # [D, d], top variance
+            vq.in_proj.weight = basis.T.unsqueeze(-1).contiguous()
+            vq.out_proj.weight = basis.unsqueeze(-1).contiguous()
+            vq.in_proj.bias.zero_()
+            vq.out_proj.bias.zero_()
+            pick = torch.randint(0, len(r), (vq.codebook.weight.shape[0],), generator=g)
+            vq.codebook.weight.copy_(r[pick] @ basis)
+            q = vq.decode(vq.encode(r.T.unsqueeze(0))[0])[0].T  # [frames, D]
+            r = r - q
+
 
 # --- source-filter parts: transmitted pitch, a learnt envelope, DSP synthesis ------------------
 

@@ -177,6 +177,16 @@ def main(argv=None):
         if rt.is_main:
             print(f"initialised the codec from {args.init}" + (" (new: the harmonic head)" if missing else ""))
 
+    elif model.source_filter:
+        # The source_filter latent carries the measured envelope: start each RVQ stage on the
+        # principal directions of what the stages before it leave (a random start multiplies the
+        # error at every stage). The first clips of epoch 0, so every rank gets the same codebooks.
+        batch = torch.stack([dataset[i] for i in range(min(len(dataset), 64))]).to(rt.device)
+        with torch.no_grad():
+            model.quantizer.init_from_data(model._analyse(batch)[0], seed=train.seed)
+        if rt.is_main:
+            print(f"initialised the envelope codebooks from {len(batch)} training clips")
+
     if args.decoder_only:  # before DDP wraps it: DDP must not expect gradients for frozen weights
         for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
             p.requires_grad_(False)
