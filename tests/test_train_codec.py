@@ -183,6 +183,7 @@ def test_source_filter_codec_trains_exports_and_evaluates(tmp_path):
           "--set", "codec.pitch_slopes=2", "--set", "codec.vq_warmup_steps=0", "--set", "loss.stft_weight=1",
           "--set", "loss.stft_windows=[256,64]", "--set", "loss.mel_weight=0"]
     r = run("--data_dir", str(data), "--batch_size", "2", "--epochs", "3", *TINY, *sf, "--max_steps", "3",
+            "--set", "loss.gan_start_step=2",  # the adversarial fine-tune runs on it too
             "--out_dir", str(tmp_path / "sf"), "--export", str(tmp_path / "codec_pitch.safetensors"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "initialised the envelope codebooks" in r.stdout
