@@ -15,6 +15,15 @@ when the frame after it is known: the decoder's output lags its input by one hop
 
 Every causal conv keeps its left context in a state dict keyed by the conv's name; offline
 `forward` and streaming `encode_step`/`decode_step` run the same code, which is why they agree.
+
+`codec.decoder: source_filter` builds the other codec of this module (docs/DESIGN.md): pitch is
+transmitted and the decoder is a harmonic-plus-noise synthesiser with learnt filters.
+
+    pcm -> causal analysis per 10 ms: log-mel, 32-band envelope, YIN F0
+        F0 -> PitchQuantizer -> codebook 0 (F0 line + voicing of the 40 ms frame, 250 bps)
+        log-mel -> Encoder (+ the envelope itself) -> RVQ -> codebooks 1..7 (1.75 kbps)
+    codes -> SourceFilterDecoder: controls per 10 ms (envelope, voicing mix, gains) + the F0
+          -> SourceFilterSynth: harmonics (phase integrated per sample) + shaped noise -> pcm
 """
 from __future__ import annotations
 
