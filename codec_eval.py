@@ -2,9 +2,10 @@
 
 For every clip, the codec round trip at K codebooks (K x log2(codebook_size) bits per frame) and
 the libopus round trip (through PyAV) at a few bitrates are scored against the reference with
-PESQ-wb, STOI, a log-mel distance, SI-SDR and pitch accuracy (pYIN's F0 of the decoded clip within
-50 cents of the reference's, on the reference's voiced frames). Means, standard deviations and counts per system go
-into one JSON structure:
+PESQ-wb, STOI, a log-mel distance, SI-SDR and pitch: accuracy (pYIN's F0 of the decoded clip within
+50 cents of the reference's, on the reference's voiced frames), F0 RMSE in cents (frames voiced in
+both) and the voicing error (share of frames whose voiced/unvoiced call differs). Means, standard
+deviations and counts per system go into one JSON structure:
 
     {"clips": N, "duration_s": ..., "sample_rate": 24000,
      "systems": {"codec_8cb_2000bps": {"kind": "codec", "kbps": 2.0, "stoi": {"mean", "std", "n"}, ...},
@@ -30,6 +31,10 @@ which would flatter our codec. `--opus_application voip` gives the other.
 
     python codec_eval.py --checkpoint checkpoints/codec.safetensors --manifest data/synthetic/test.jsonl
     python codec_eval.py --curve runs/codec --manifest data/synthetic/val.jsonl --plot curve.png
+
+Speaker identity: `--speaker_manifest data/synthetic/train.jsonl` also round-trips clips of the
+agent's four voices (the voice bank's names) through every system and asks the speaker encoder
+which bank voice each decoded clip is closest to (`speaker_id` in the JSON; the originals too).
 """
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ OPUS_KBPS = (6, 8, 12)
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # what the libopus encoder accepts
 OPUS_APPLICATION = "audio"  # the strongest baseline on SI-SDR; "voip" high-passes (see above)
 PESQ_RATE = 16000  # wideband PESQ is defined at 16 kHz
-METRICS = ("pesq_wb", "stoi", "mel_distance", "si_sdr", "pitch_acc")
+METRICS = ("pesq_wb", "stoi", "mel_distance", "si_sdr", "pitch_acc", "f0_rmse_cents", "voicing_error")
 MAX_LAG_S = 0.001  # residual lag the fine alignment may undo (see the module docstring)
 
 
@@ -106,19 +111,27 @@ def f0_track(pcm: np.ndarray, sr: int) -> np.ndarray:
     return np.where(voiced, f0, np.nan)
 
 
-def pitch_accuracy(ref_f0: np.ndarray, estimate: np.ndarray, sr: int) -> float:
-    """Share of the reference's voiced 10 ms frames where the estimate is voiced too and within
-    50 cents of its pitch (melody extraction's raw pitch accuracy). A codec that decodes every
-    voice at one buzzing pitch scores near 0 however good its spectra look."""
+def pitch_scores(ref_f0: np.ndarray, estimate: np.ndarray, sr: int) -> dict:
+    """pYIN tracks of reference and estimate compared frame by frame (10 ms):
+    - pitch_acc: share of the reference's voiced frames where the estimate is voiced too and within
+      50 cents (melody extraction's raw pitch accuracy). A codec that decodes every voice at one
+      buzzing pitch scores near 0 however good its spectra look;
+    - f0_rmse_cents: RMS pitch error on the frames voiced in both (how far off, where it is on);
+    - voicing_error: share of all frames whose voiced/unvoiced call differs."""
     est = f0_track(estimate, sr)
     n = min(len(ref_f0), len(est))
     ref, est = ref_f0[:n], est[:n]
-    voiced = ~np.isnan(ref)
-    if not voiced.any():
-        return math.nan
-    with np.errstate(invalid="ignore"):
-        close = np.abs(1200 * np.log2(est[voiced] / ref[voiced])) < 50
-    return float(np.mean(close))
+    voiced, est_voiced = ~np.isnan(ref), ~np.isnan(est)
+    both = voiced & est_voiced
+    cents = 1200 * np.log2(est[both] / ref[both])
+    return {"pitch_acc": float(np.sum(np.abs(cents) < 50) / voiced.sum()) if voiced.any() else math.nan,
+            "f0_rmse_cents": float(np.sqrt(np.mean(cents ** 2))) if both.any() else math.nan,
+            "voicing_error": float(np.mean(voiced != est_voiced)) if n else math.nan}
+
+
+def pitch_accuracy(ref_f0: np.ndarray, estimate: np.ndarray, sr: int) -> float:
+    """pitch_scores' pitch_acc alone."""
+    return pitch_scores(ref_f0, estimate, sr)["pitch_acc"]
 
 
 def measured_lag(reference: np.ndarray, estimate: np.ndarray, max_lag: int) -> int:
@@ -145,7 +158,7 @@ def score(reference: np.ndarray, estimate: np.ndarray, sr: int, ref_f0: np.ndarr
     ref_f0 = f0_track(reference, sr) if ref_f0 is None else ref_f0
     return {"pesq_wb": pesq_wb(reference, estimate, sr), "stoi": stoi(reference, estimate, sr),
             "mel_distance": mel_distance(reference, estimate, sr), "si_sdr": si_sdr(reference, estimate),
-            "pitch_acc": pitch_accuracy(ref_f0, estimate, sr), "lag_samples": lag}
+            **pitch_scores(ref_f0, estimate, sr), "lag_samples": lag}
 
 
 # --- the systems ----------------------------------------------------------------------------------
@@ -296,13 +309,67 @@ def format_table(result: dict) -> str:
     def cell(stat, digits):
         return "n/a" if stat["n"] == 0 else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
-    lines = ["| system | kbps | PESQ-wb | STOI | mel dist | SI-SDR (dB) | pitch acc |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| system | kbps | PESQ-wb | STOI | mel dist | SI-SDR (dB) | pitch acc | F0 RMSE (cents) | voicing err |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in result["systems"].items():
         failures = f" ({s['pesq_failures']} failed)" if s["pesq_failures"] else ""
         lines.append(f"| {name} | {s['kbps_measured']:.2f} | {cell(s['pesq_wb'], 2)}{failures} | "
                      f"{cell(s['stoi'], 3)} | {cell(s['mel_distance'], 3)} | {cell(s['si_sdr'], 1)} | "
-                     f"{cell(s['pitch_acc'], 3)} |")
+                     f"{cell(s['pitch_acc'], 3)} | {cell(s['f0_rmse_cents'], 0)} | {cell(s['voicing_error'], 3)} |")
+    return "\n".join(lines)
+
+
+# --- speaker identity after the round trip --------------------------------------------------------
+
+def bank_voice_clips(manifest, voices: Sequence[str], per_voice: int, sr: int = 24000) -> dict[str, tuple[str, np.ndarray]]:
+    """The first `per_voice` clips of each named voice in a manifest: name -> (voice, audio)."""
+    taken, out = {v: 0 for v in voices}, {}
+    for row in read_manifest(manifest):
+        voice = row.get("speaker")
+        if voice in taken and taken[voice] < per_voice:
+            taken[voice] += 1
+            out[Path(row["audio"]).stem + f"_{voice}"] = (voice, load_audio(row["audio"], sr))
+        if all(n >= per_voice for n in taken.values()):
+            break
+    return out
+
+
+@torch.no_grad()
+def speaker_identification(codec, clips: Mapping[str, tuple[str, np.ndarray]], codebooks: Sequence[int],
+                           opus_kbps: Sequence[float] = OPUS_KBPS, encoder=None, bank=None,
+                           opus_application: str = OPUS_APPLICATION) -> dict:
+    """Which bank voice does the speaker encoder hear in each decoded clip? Per system: accuracy
+    (share of clips identified as the voice that spoke them), the clip count and the confusions
+    (true -> heard -> count). "original" is the encoder's own ceiling on the undecoded clips."""
+    import speaker_embeddings
+
+    encoder = encoder or speaker_embeddings.load()
+    bank = bank or speaker_embeddings.VoiceBank.load()
+    sr = codec.sample_rate
+    heard: dict[str, list[tuple[str, str]]] = {}
+    for voice, pcm in clips.values():
+        systems = {"original": pcm}
+        for k, audio in codec_roundtrips(codec, pcm, codebooks).items():
+            systems[f"codec_{k}cb_{round(codec_kbps(codec, k) * 1000)}bps"] = audio
+        for kbps in opus_kbps:
+            systems[f"opus_{kbps:g}kbps"] = opus_roundtrip(pcm, sr, kbps, opus_application)[0]
+        for name, audio in systems.items():
+            heard.setdefault(name, []).append((voice, bank.identify(encoder.embed(audio, sr))[0]))
+    out = {}
+    for name, pairs in heard.items():
+        confusions: dict[str, dict[str, int]] = {}
+        for true, got in pairs:
+            confusions.setdefault(true, {}).setdefault(got, 0)
+            confusions[true][got] += 1
+        out[name] = {"accuracy": float(np.mean([t == g for t, g in pairs])), "n": len(pairs), "confusions": confusions}
+    return out
+
+
+def format_speaker_table(result: dict) -> str:
+    lines = ["| system | voices identified | clips | confusions (true -> heard) |", "|---|---:|---:|---|"]
+    for name, r in result.items():
+        wrong = ", ".join(f"{t}->{g} x{n}" for t, row in r["confusions"].items() for g, n in row.items() if g != t)
+        lines.append(f"| {name} | {r['accuracy']:.3f} | {r['n']} | {wrong or '-'} |")
     return "\n".join(lines)
 
 
@@ -356,7 +423,7 @@ def load_codec(checkpoint=None):
 
 def curve(run_dir, manifest, limit: int | None = 60, seed: int = 0, progress: bool = True) -> list[dict]:
     """Held-out quality against training time: every step_*.pt in `run_dir` scored at its full
-    codebook count on the same clips. Rows of step, elapsed_s, stoi, pesq_wb (means)."""
+    codebook count on the same clips. Rows of step, elapsed_s, stoi, pesq_wb, pitch_acc (means)."""
     paths = Checkpoints(run_dir).all()
     if not paths:
         raise FileNotFoundError(f"no step_*.pt checkpoints in {run_dir}")
@@ -370,16 +437,17 @@ def curve(run_dir, manifest, limit: int | None = 60, seed: int = 0, progress: bo
         rows.append({"step": int(Checkpoints.pattern.search(path.name).group(1)),
                      "elapsed_s": float(ckpt.get("elapsed_s", math.nan)),
                      "stoi": system["stoi"]["mean"], "pesq_wb": system["pesq_wb"]["mean"],
-                     "checkpoint": str(path)})
+                     "pitch_acc": system["pitch_acc"]["mean"], "checkpoint": str(path)})
         if progress:
-            print(f"  {path.name}: STOI {rows[-1]['stoi']:.3f}, PESQ-wb {rows[-1]['pesq_wb']:.2f}",
-                  file=sys.stderr, flush=True)
+            print(f"  {path.name}: STOI {rows[-1]['stoi']:.3f}, PESQ-wb {rows[-1]['pesq_wb']:.2f}, "
+                  f"pitch acc {rows[-1]['pitch_acc']:.3f}", file=sys.stderr, flush=True)
     return rows
 
 
 def format_curve(rows: list[dict]) -> str:
-    lines = ["| step | training time (h) | STOI | PESQ-wb |", "|---:|---:|---:|---:|"]
-    lines += [f"| {r['step']} | {r['elapsed_s'] / 3600:.2f} | {r['stoi']:.3f} | {r['pesq_wb']:.2f} |" for r in rows]
+    lines = ["| step | training time (min) | STOI | PESQ-wb | pitch acc |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['step']} | {r['elapsed_s'] / 60:.1f} | {r['stoi']:.3f} | {r['pesq_wb']:.2f} | "
+              f"{r.get('pitch_acc', math.nan):.3f} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -390,11 +458,11 @@ def plot_curve(rows: list[dict], out) -> None:
     import matplotlib.pyplot as plt
 
     timed = all(math.isfinite(r["elapsed_s"]) for r in rows)
-    x = [r["elapsed_s"] / 3600 if timed else r["step"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key, label in ((axes[0], "stoi", "STOI"), (axes[1], "pesq_wb", "PESQ-wb")):
-        ax.plot(x, [r[key] for r in rows], marker="o")
-        ax.set_xlabel("training time (h)" if timed else "step")
+    x = [r["elapsed_s"] / 60 if timed else r["step"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for ax, key, label in zip(axes, ("stoi", "pesq_wb", "pitch_acc"), ("STOI", "PESQ-wb", "pitch accuracy")):
+        ax.plot(x, [r.get(key, math.nan) for r in rows], marker="o")
+        ax.set_xlabel("training time (min)" if timed else "step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     fig.suptitle("codec quality on held-out clips (all codebooks)")
@@ -439,6 +507,9 @@ def main(argv=None):
     p.add_argument("--curve", metavar="RUN_DIR", help="score every step_*.pt in a run folder instead")
     p.add_argument("--plot", metavar="OUT_PNG", help="with --curve: plot quality against training time")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: leave a core to training)")
+    p.add_argument("--speaker_manifest", help="manifest with clips of the voice bank's voices (e.g. the train "
+                                              "manifest): score speaker identification after the round trip")
+    p.add_argument("--speaker_clips", type=int, default=10, help="clips per bank voice for --speaker_manifest")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -457,8 +528,8 @@ def main(argv=None):
             write_json({"curve": rows}, args.json)
         return None  # train_codec_dac.py --eval passes this to sys.exit
 
-    if not args.manifest and not args.real_en:
-        p.error("give --manifest (and/or --real_en)")
+    if not args.manifest and not args.real_en and not args.speaker_manifest:
+        p.error("give --manifest (and/or --real_en, --speaker_manifest)")
     try:
         codec = load_codec(args.checkpoint)
     except FileNotFoundError as e:
@@ -479,9 +550,19 @@ def main(argv=None):
               f"(scored in {result['eval_seconds']:.0f} s)\n\n{format_table(result)}")
         results[title] = result
     # The held-out set is the top level; real English is a section of it (or the top, if alone).
-    out = results.get("held-out", results.get("real_en"))
+    out = results.get("held-out", results.get("real_en", {}))
     if "held-out" in results and "real_en" in results:
         out = dict(out, real_en=results["real_en"])
+    if args.speaker_manifest:
+        import speaker_embeddings
+
+        bank = speaker_embeddings.VoiceBank.load()
+        clips = bank_voice_clips(args.speaker_manifest, bank.names(), args.speaker_clips, codec.sample_rate)
+        ids = speaker_identification(codec, clips, default_codebooks(codec.n_codebooks), args.opus_kbps,
+                                     bank=bank, opus_application=args.opus_application)
+        print(f"\n## speaker identification: {len(clips)} clips of {', '.join(bank.names())}\n\n"
+              f"{format_speaker_table(ids)}")
+        out = dict(out, speaker_id=ids)
     if args.checkpoint:
         out = dict(out, checkpoint=str(args.checkpoint))
     if args.json:

@@ -52,6 +52,19 @@ class CodecConfig:
     vq_warmup_steps: int = 500  # decoder sees the continuous latent, VQ fades in (CODEC_PROBE.md)
     dead_code_threshold: float = 0.02  # codes used at under 2 % of the uniform rate are restarted
     harmonics: int = 0  # >0: harmonic oscillator (HarmonicHead) + the iSTFT head as shaped noise
+    # "istft": the DAC-style codec above. "source_filter": pitch is transmitted (a causal YIN track
+    # quantized into codebook 0) and the decoder is a harmonic-plus-noise synthesiser whose filters
+    # are learnt (telugu_codec_fixed.SourceFilterDecoder). Old configs have neither key: istft.
+    decoder: str = "istft"
+    pitch_codebooks: int = 0  # source_filter: 1, codebook 0 = F0 contour + voicing of the frame
+    pitch_slopes: int = 8  # F0 slopes per frame in the pitch code (the rest of its entries: mean F0)
+    f0_min: float = 60.0
+    f0_max: float = 500.0
+    analysis_fft: int = 1024  # causal analysis window (encoder log-mel and envelope target)
+    encoder_mels: int = 80  # log-mel bands the source_filter encoder reads
+    envelope_bands: int = 32  # mel bands of the decoded spectral envelope (and its target)
+    source_harmonics: int = 80  # harmonics of the source_filter decoder's oscillator
+    delay_patches: int = 2  # source_filter: output lags the input by this many patches (see DESIGN.md)
 
     @property
     def frame_size(self) -> int:
@@ -84,6 +97,11 @@ class LossConfig:  # DAC's weights as the starting point
     phase_weight: float = 0.0  # APNet's phase losses (spectral.PhaseLoss): phase without a GAN
     f0_weight: float = 5.0  # with codec.harmonics: the harmonic head's F0 against YIN's (octaves)
     f0_teacher_share: float = 0.5  # ... and the share of clips whose harmonics play YIN's F0 in training
+    # Multi-resolution STFT loss (linear + log magnitude; hn-NSF, Parallel WaveGAN): the
+    # source_filter decoder's main loss. 0: off (the istft codec trains on mel alone).
+    stft_weight: float = 0.0
+    stft_windows: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128, 64])
+    envelope_weight: float = 1.0  # source_filter: decoded envelope against the input's (log-mel L1)
 
 
 @dataclass

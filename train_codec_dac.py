@@ -33,7 +33,7 @@ import train_utils as tu
 from audio_io import ManifestIndex, load_audio, read_manifest
 from config import ConfigError, add_train_args, config_from_args, to_dict
 from discriminator_dac import Discriminator, discriminator_loss, generator_losses
-from spectral import MultiScaleMelLoss, PhaseLoss
+from spectral import MultiResolutionSTFTLoss, MultiScaleMelLoss, PhaseLoss
 from telugu_codec_fixed import Codec, f0_loss, yin_f0
 
 
@@ -151,6 +151,7 @@ def main(argv=None):
     disc = Discriminator(cfg.discriminator).to(rt.device)
     mel_loss = MultiScaleMelLoss(cfg.codec.sample_rate, cfg.loss.mel_windows, cfg.loss.mel_bins).to(rt.device)
     phase_loss = PhaseLoss().to(rt.device)
+    stft_loss = MultiResolutionSTFTLoss(cfg.loss.stft_windows).to(rt.device)
     opt_g = torch.optim.AdamW(model.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
 
@@ -175,6 +176,16 @@ def main(argv=None):
                              f"unexpected {unexpected}")
         if rt.is_main:
             print(f"initialised the codec from {args.init}" + (" (new: the harmonic head)" if missing else ""))
+
+    elif model.source_filter:
+        # The source_filter latent carries the measured envelope: start each RVQ stage on the
+        # principal directions of what the stages before it leave (a random start multiplies the
+        # error at every stage). The first clips of epoch 0, so every rank gets the same codebooks.
+        batch = torch.stack([dataset[i] for i in range(min(len(dataset), 64))]).to(rt.device)
+        with torch.no_grad():
+            model.quantizer.init_from_data(model._analyse(batch)[0], seed=train.seed)
+        if rt.is_main:
+            print(f"initialised the envelope codebooks from {len(batch)} training clips")
 
     if args.decoder_only:  # before DDP wraps it: DDP must not expect gradients for frozen weights
         for p in [*model.encoder.parameters(), *model.quantizer.parameters()]:
@@ -202,7 +213,7 @@ def main(argv=None):
     def generate(net, x, vq_mix, k):
         """net(x): the codec's training pass; with a harmonic head, a share of the clips play
         YIN's F0 instead of the predicted one (HarmonicHead.teacher_f0)."""
-        harmonic = model.decoder.harmonic
+        harmonic = getattr(model.decoder, "harmonic", None)  # the istft codec's optional head
         if harmonic is None:
             return net(x, vq_mix)
         if k not in f0_targets:  # the discriminators' pass and the generator's read the same clips
@@ -286,13 +297,22 @@ def main(argv=None):
                             passes[k] = generate(gen, xs[k], vq_mix, k)
                     y, codes, latents, commitment, codebook = passes[k]
                     y = y.float()
-                    loss_mel = mel_loss(y, targets[k])
+                    loss_mel = mel_loss(y, targets[k]) if lw.mel_weight > 0 else y.new_zeros(())
                     loss = lw.mel_weight * loss_mel + cfg.codec.commitment_weight * commitment + cfg.codec.codebook_weight * codebook
+                    if lw.stft_weight > 0:  # the source_filter decoder's main loss (hn-NSF)
+                        loss_stft = stft_loss(y, targets[k])
+                        loss = loss + lw.stft_weight * loss_stft
+                        logs["stft"] += loss_stft.item() / accum
+                    if model.source_filter:  # dense: the decoded envelope against the analysed one
+                        decoded_env, analysed_env = model.last_envelope
+                        loss_env = (decoded_env - analysed_env).abs().mean()
+                        loss = loss + lw.envelope_weight * loss_env
+                        logs["envelope"] += loss_env.item() / accum
                     if lw.waveform_weight > 0:  # EnCodec's time-domain L1: pins the phase the mel loss ignores
                         loss_wave = (y - targets[k]).abs().mean()
                         loss = loss + lw.waveform_weight * loss_wave
                         logs["waveform"] += loss_wave.item() / accum
-                    if model.decoder.harmonic is not None:  # the oscillator's pitch, against YIN's
+                    if getattr(model.decoder, "harmonic", None) is not None:  # the oscillator's pitch, against YIN's
                         loss_f0 = f0_loss(model.decoder.harmonic.last_f0, f0_targets[k])
                         loss = loss + lw.f0_weight * loss_f0
                         logs["f0_octaves"] += loss_f0.item() / accum
@@ -330,7 +350,7 @@ def main(argv=None):
             elapsed += time.time() - t0
             logs.update(lr=lr, vq_mix=vq_mix)
             bar.update(1)
-            bar.set_postfix(mel=f"{logs['mel']:.3f}", d=f"{logs.get('loss_d', 0):.2f}")
+            bar.set_postfix(mel=f"{logs['mel']:.3f}", stft=f"{logs.get('stft', 0):.3f}", d=f"{logs.get('loss_d', 0):.2f}")
             if writer and step % train.log_every_steps == 0:
                 for k, v in logs.items():
                     writer.add_scalar(f"train/{k}", v, step)
