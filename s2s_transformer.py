@@ -1250,9 +1250,10 @@ def benchmark(cfg: Config, steps: int = 200, warm_frames: int | None = None) -> 
         torch.randn(cfg.codec.latent_dim) if cfg.s2s.user_input == "latent" else torch.zeros(model.n_codebooks, dtype=torch.long))
     # Fill the cache cheaply: the cost of a step depends on how many keys are cached, not on which.
     warm = cfg.s2s.context_frames if warm_frames is None else warm_frames
-    for c in gen.caches:
-        c.k.normal_(), c.v.normal_()
-        c.count = warm
+    with torch.inference_mode():  # the batch's caches are inference tensors
+        for c in gen.caches:
+            c.k.normal_(), c.v.normal_()
+            c.count = warm
     gen.step_index = warm
     for _ in range(10):
         gen.step(frame)
