@@ -48,6 +48,7 @@ import math
 import statistics
 import sys
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -608,16 +609,22 @@ class S2SModel(nn.Module):
 SILENCE_SETTLE_S = 4.0
 
 
+_SILENCE_CODES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # codec -> {K: codes}
+
+
 @torch.no_grad()
 def steady_silence_codes(codec, n_codebooks: int | None = None) -> torch.Tensor:
     """long [K]: the codes the codec gives long silence, which is what the agent channel of every
     training dialogue holds while the agent is quiet. The first second of zeros gives other codes
     (the causal encoder's start-up transient, about 24 frames for the shipped codec); forcing
     those made the agent hear itself in a state that only stage 1's never-speaking items had."""
-    device = next(codec.parameters()).device
-    zeros = torch.zeros(1, 1, int(SILENCE_SETTLE_S * codec.sample_rate) // codec.frame_size * codec.frame_size,
-                        device=device)
-    return codec.encode(zeros, n_codebooks)[0, :, -1].clone()
+    known = _SILENCE_CODES.setdefault(codec, {})  # once per codec, not per conversation (4 s of encoding)
+    if n_codebooks not in known:
+        device = next(codec.parameters()).device
+        zeros = torch.zeros(1, 1, int(SILENCE_SETTLE_S * codec.sample_rate) // codec.frame_size * codec.frame_size,
+                            device=device)
+        known[n_codebooks] = codec.encode(zeros, n_codebooks)[0, :, -1].clone()
+    return known[n_codebooks].clone()
 
 
 @dataclass
