@@ -43,6 +43,7 @@ from config import Config
 logger = logging.getLogger("s2s_server")
 STATS_EVERY_S = 1.0
 WORD_FLUSH_FRAMES = 8  # the ear heard nothing new for this long (320 ms): its pending word is complete
+MAX_WORD_CHARS = 32  # longer than any Telugu word: a recogniser that emits no spaces still reaches the page
 CAPACITY_BATCHES = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
@@ -60,9 +61,9 @@ class FrameOut:
 
 class UserWords:
     """The ear's characters -> the page's user transcript, a word at a time: a word goes out when
-    the ear hears the space after it, or when it has heard nothing new for WORD_FLUSH_FRAMES (the
-    last word of a turn has no space after it). What goes out concatenates to exactly what the ear
-    recognised, so a word cut in two by a long pause still reads as one."""
+    the ear hears the space after it, when it has heard nothing new for WORD_FLUSH_FRAMES (the
+    last word of a turn has no space after it), or at MAX_WORD_CHARS. What goes out concatenates
+    to exactly what the ear recognised, so a word cut in two by a long pause still reads as one."""
 
     def __init__(self):
         self.pending, self.quiet = "", 0
@@ -78,7 +79,9 @@ class UserWords:
         self.pending += piece
         cut = self.pending.rfind(" ")
         if cut <= 0:
-            return ""
+            if len(self.pending) < MAX_WORD_CHARS:
+                return ""
+            cut = len(self.pending)
         out, self.pending = self.pending[:cut], self.pending[cut:]
         return out
 
@@ -209,6 +212,8 @@ class ConversationBatch:
     def step(self, items: list[tuple[Conversation, np.ndarray]]) -> list[FrameOut]:
         """One frame for each of `items`' conversations (members of this batch, each once); the
         outputs in the same order."""
+        if not items:
+            return []
         torch = self.torch
         order = sorted(range(len(items)), key=lambda i: items[i][0].row)  # the stores' row order
         convs = [items[i][0] for i in order]

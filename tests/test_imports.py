@@ -49,6 +49,7 @@ LAYERS = {
     "train_asr": TOP,
     "codec_eval": TOP,
     "s2s_eval": TOP,
+    "frame_scheduler": TOP,
     "streaming_server_advanced": TOP,
     "s2s_client": TOP,
     "benchmark_latency": TOP,
