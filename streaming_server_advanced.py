@@ -586,8 +586,10 @@ class Session:
             if not ok or not lo <= value <= hi:
                 raise ProtocolError("bad_start", f"{key} must be a {kind.__name__} in [{lo}, {hi}]")
             opts[key] = kind(value)
-        self.started = True
         await self.conv_gone.wait()  # the previous conversation's "stopped" goes out first
+        if self.server.conversations() >= self.server.session_limit:  # others started since we connected
+            raise ProtocolError("busy", self.server.busy_message()["message"], CLOSE_TRY_LATER)
+        self.started = True
         conv = await asyncio.get_running_loop().run_in_executor(
             self.server.pool, lambda: Conversation(self.models, self.cfg, voice, **opts))
         conv.session = self
@@ -677,8 +679,19 @@ class Server:
 
     @property
     def session_limit(self) -> int:
-        """Connections admitted: what the workers hold in real time, at most server.max_sessions."""
+        """Conversations admitted: what the workers hold in real time, at most server.max_sessions."""
         return min(self.cfg.server.max_sessions, self.workers * self.capacity)
+
+    def conversations(self) -> int:
+        return sum(w.load for w in self.worker_pool)
+
+    def full(self) -> bool:
+        """No room for another conversation (or connection: server.max_sessions caps those)."""
+        return self.conversations() >= self.session_limit or len(self.sessions) >= self.cfg.server.max_sessions
+
+    def busy_message(self) -> dict:
+        return {"type": "error", "code": "busy",
+                "message": f"server busy: {self.session_limit} conversations running, try again later"}
 
     def least_loaded_worker(self) -> Worker:
         return min(self.worker_pool, key=lambda w: w.load)
@@ -796,14 +809,13 @@ class Server:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(ws.request.path).query)
         authed = not srv.token or "token" in query  # a wrong ?token= was refused at the handshake
-        if len(self.sessions) >= self.session_limit:  # admission: the admitted ones stay real time
+        if self.full():  # admission: the next one is told at once, the admitted ones stay real time
             self.metrics.errors["busy"] += 1
             self.metrics.closes[CLOSE_TRY_LATER] += 1
-            log("busy", logging.WARNING, sessions=len(self.sessions), remote=str(ws.remote_address))
+            log("busy", logging.WARNING, sessions=len(self.sessions), conversations=self.conversations(),
+                remote=str(ws.remote_address))
             try:
-                await ws.send(json.dumps({"type": "error", "code": "busy",
-                                          "message": f"server busy: {self.session_limit} conversations running, "
-                                                     "try again later"}))
+                await ws.send(json.dumps(self.busy_message()))
                 await close_ws(ws, CLOSE_TRY_LATER, "server busy")
             except Exception:
                 pass

@@ -152,6 +152,27 @@ def test_beyond_capacity_the_next_client_is_busy_at_once_and_the_admitted_are_se
     assert st.server.metrics.errors["busy"] == 1
 
 
+def test_a_connection_that_starts_when_the_workers_are_full_is_busy(serve):
+    """Admission counts conversations: a connection made while there was room, whose start comes
+    after others filled the workers, gets the busy error (1013) instead of a conversation."""
+    st = serve(workers=1, capacity=1, max_sessions=10)
+
+    async def scenario():
+        a, b = await connect(st.url), await connect(st.url)
+        await recv_json(a, "ready")
+        await recv_json(b, "ready")
+        await a.send(json.dumps({"type": "start"}))
+        await recv_json(a, "started")
+        await b.send(json.dumps({"type": "start"}))
+        first = await recv_json(b, "error")
+        await b.wait_closed()
+        await a.close()
+        return first, b.close_code
+
+    first, code = run(scenario())
+    assert first["code"] == "busy" and code == 1013
+
+
 def test_health_and_metrics_report_sessions_capacity_and_ticks(serve):
     st = serve(workers=2, capacity=3)
 
