@@ -53,6 +53,7 @@ LAYERS = {
     "streaming_server_advanced": TOP,
     "s2s_client": TOP,
     "benchmark_latency": TOP,
+    "soak": TOP,
     "system_test": TOP,
 }
 TOOLS_LAYER = TOP  # tools/*.py stand on everything and nothing stands on them
