@@ -587,11 +587,12 @@ class Session:
                 raise ProtocolError("bad_start", f"{key} must be a {kind.__name__} in [{lo}, {hi}]")
             opts[key] = kind(value)
         await self.conv_gone.wait()  # the previous conversation's "stopped" goes out first
-        if self.server.conversations() >= self.server.session_limit:  # others started since we connected
-            raise ProtocolError("busy", self.server.busy_message()["message"], CLOSE_TRY_LATER)
-        self.started = True
         conv = await asyncio.get_running_loop().run_in_executor(
             self.server.pool, lambda: Conversation(self.models, self.cfg, voice, **opts))
+        # Checked here, with no await before the join: others may have started since we connected.
+        if self.server.conversations() >= self.server.session_limit:
+            raise ProtocolError("busy", self.server.busy_message()["message"], CLOSE_TRY_LATER)
+        self.started = True
         conv.session = self
         self.conv, self.worker = conv, self.server.least_loaded_worker()
         self.conv_gone.clear()
