@@ -224,18 +224,21 @@ class ConversationBatch:
         with torch.inference_mode():
             index = torch.tensor(rows, device=self.models.device)
             frames = torch.from_numpy(pcm).to(self.models.device)
-            heard, speech = [None] * len(convs), [None] * len(convs)
+            heard, speech, user = [None] * len(convs), [None] * len(convs), list(frames)
             if self.ear is not None:
-                pieces, _, prob, self.ear_state = self.ear.step(frames, self.ear_state, rows=None if all_rows else index)
+                pieces, feats, prob, self.ear_state = self.ear.step(frames, self.ear_state,
+                                                                    rows=None if all_rows else index)
                 heard, speech = pieces, prob[:, -1].tolist()
+                if self.s2s is not None and self.models.s2s.cfg.user_input == "ear":
+                    user = list(feats[:, -1])  # the S2S model hears through the ear: run it once
             minute = Conversation._minute()
             for c in convs:
                 if c.gen.now != minute:  # the agent's clock (time questions) moves on each minute
                     c.gen.set_now(minute)
             if self.s2s is not None:
-                outs = self.s2s.step([c.gen for c in convs], list(frames))
+                outs = self.s2s.step([c.gen for c in convs], user)
             else:
-                outs = [c.gen.step(f) for c, f in zip(convs, frames)]
+                outs = [c.gen.step(f) for c, f in zip(convs, user)]
             agent = self._decode(outs, index, all_rows)
         compute_ms = (time.perf_counter() - t0) * 1000
         cpu_ms = (time.thread_time() - cpu0) * 1000 / len(convs)  # each conversation's share of the tick

@@ -337,6 +337,8 @@ def load_models(cfg: Config, codec_path=None, s2s_path=None, voice_bank_path=Non
             f"({s2s_info}: frame_size {s2s.frame_size}, {s2s.n_codebooks} x {s2s.card} codes)")
     voices, bank_info = load_voices(voice_bank_path, s2s.voice_in.in_features)
     ear, ear_info = load_ear(asr_path, codec, device) if use_asr else (None, None)
+    if getattr(s2s.cfg, "user_input", "") == "ear" and ear is None:
+        raise ValueError(f"the S2S model ({s2s_info}) hears through the ear: pass --asr (its ear checkpoint)")
     params = sum(p.numel() for p in s2s.parameters())
     info = {"codec": codec_info, "s2s": s2s_info, "voice_bank": bank_info or None, "device": device,
             "s2s_params": params, "codec_params": sum(p.numel() for p in codec.parameters()), "asr": ear_info}

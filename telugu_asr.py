@@ -154,6 +154,15 @@ class EarState:
                         cat(self.values, other.values, 1), cat(self.valid, other.valid),
                         cat(self.position, other.position), cat(self.last_id, other.last_id))
 
+    def row(self, r: int) -> "EarState":
+        """Conversation r alone (views into these tensors)."""
+        return EarState(self.history[r:r + 1], self.keys[:, r:r + 1], self.values[:, r:r + 1], self.valid[r:r + 1],
+                        self.position[r:r + 1], self.last_id[r:r + 1])
+
+    def reset_row(self, r: int) -> None:
+        """Conversation r starts over: no history, no frames heard (its old keys are masked)."""
+        self.history[r], self.valid[r], self.position[r], self.last_id[r] = 0.0, False, 0, BLANK
+
     def leave(self, row: int) -> "EarState":
         """A conversation leaving: the last row moves into `row` (one row copied, not the batch)."""
         last = self.position.shape[0] - 1

@@ -265,3 +265,32 @@ def test_the_ears_speech_probability_is_the_users_voice_activity(tiny_models, fi
         for f in frames_of(pcm):
             batch.step([(conv, f)])
         assert conv.ctx.user_vad.active is speaking
+
+
+def test_an_s2s_model_that_hears_through_the_ear_gets_the_ticks_ear_features(fixed_clock):
+    """s2s.user_input "ear": the tick runs the ear once and hands its features to the S2S step, which
+    then steps exactly as a lone generator that runs the ear on the pcm itself."""
+    import s2s_transformer
+    import telugu_codec_fixed
+    from test_server import tiny_config
+
+    ear = small_ear(window=12)
+    cfg = tiny_config()
+    cfg.s2s.user_input, cfg.s2s.ear_dim = "ear", ear.d_model
+    torch.manual_seed(4)
+    codec = telugu_codec_fixed.Codec(cfg.codec).eval()
+    model = s2s_transformer.S2SModel(cfg).eval()
+    models = server_mod.Models(codec, model, None, {"v": {"gender": "", "embedding": None}}, ear=ear)
+    pcm = frames_of(speechlike(0.6, seed=7))
+    batch = fsched.ConversationBatch(models)
+    convs = [fsched.Conversation(models, server_config(), "v", seed=s, temperature=0.8) for s in (1, 2)]
+    for c in convs:
+        batch.add(c)
+    lone = [model.streaming(codec=codec, ear=ear, seed=s, temperature=0.8, now=convs[0].gen.now) for s in (1, 2)]
+    for f in pcm:
+        batch.step([(c, f) for c in convs])
+        for c, g in zip(convs, lone):
+            g.step(torch.from_numpy(f))
+            assert c.gen.prev_agent_text == g.prev_agent_text and torch.equal(c.gen.prev_codes, g.prev_codes)
+    with pytest.raises(ValueError, match="hears through the ear"):
+        server_mod.load_models(cfg, random_weights=True, use_asr=False)

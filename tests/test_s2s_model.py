@@ -607,19 +607,24 @@ def _assert_same_outputs(batched, alone, exact_logits=False):
                 torch.testing.assert_close(b.logits[key], a.logits[key], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_a_conversation_in_a_batch_equals_it_alone(temperature):
+@pytest.mark.parametrize("temperature,user_input", [(0.0, "latent"), (0.9, "latent"), (0.9, "ear")])
+def test_a_conversation_in_a_batch_equals_it_alone(temperature, user_input):
     """Conversations stepped in one GeneratorBatch, joining and leaving at different ticks, some
     ticks without a frame for some of them, each at its own position (the window of 8 frames fills
     and slides), give exactly what each gives stepped alone: greedy, and sampled with each
     conversation's own seeded generator. Forcing (silence after a barge-in, prompt_answer) is per
-    conversation. The user's pcm goes through the codec's streaming encoder, as in the server."""
+    conversation. The user's pcm goes through the codec's streaming encoder (or the ear's), each
+    row with its own stream state, as in the server."""
+    import telugu_asr
     import telugu_codec_fixed
 
     torch.manual_seed(11)
-    cfg = tiny_config("latent", context_frames=8)
+    cfg = tiny_config(user_input, context_frames=8)
     cfg.codec.channels, cfg.codec.res_units = [16, 32], 1
+    cfg.asr.d_model, cfg.asr.n_layers, cfg.asr.n_heads, cfg.asr.context_frames = 32, 1, 2, 6
+    cfg.s2s.ear_dim = cfg.asr.d_model
     codec = telugu_codec_fixed.Codec(cfg.codec).eval()
+    ear = telugu_asr.Ear(cfg).eval() if user_input == "ear" else None
     model = s2s.S2SModel(cfg).eval()
     # name: (first tick, frames, ticks skipped, silence at its step, prompt at its step)
     plan = {"a": (0, 30, set(), 6, None), "b": (3, 12, {8, 9}, None, 4), "c": (5, 25, {12}, 10, 12),
@@ -628,7 +633,7 @@ def test_a_conversation_in_a_batch_equals_it_alone(temperature):
 
     def new_gen(name, i):
         return model.streaming(voice=inputs[name]["voice"], temperature=temperature, top_k=5, seed=100 + i,
-                               codec=codec)
+                               codec=codec, ear=ear)
 
     def hooks(gen, name):  # the context manager's calls, at the conversation's own step
         _, _, _, silence_at, prompt_at = plan[name]
@@ -645,7 +650,7 @@ def test_a_conversation_in_a_batch_equals_it_alone(temperature):
             hooks(gen, name)
             alone[name].append(gen.step(frame))
 
-    batch = s2s.GeneratorBatch(model, codec)
+    batch = s2s.GeneratorBatch(model, codec, ear=ear)
     gens, batched = {}, {name: [] for name in plan}
     for tick in range(45):
         for i, (name, (first, n, skips, _, _)) in enumerate(plan.items()):
