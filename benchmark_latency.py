@@ -619,11 +619,17 @@ def analyse_conversation(conv, audio: np.ndarray, bm: BenchModels) -> dict:
             "server_gap_ms": stats.get("response_gap_ms", {})}
 
 
-async def _run_clients(url: str, audio: np.ndarray, n: int):
+async def _run_clients(url: str, audio: np.ndarray, n: int, frame_s: float = 0.04):
+    """n real-time conversations at once. Each starts at a random moment within a frame, as clients
+    that never met do: frames that all arrive together would flatter a batching server."""
     import s2s_client
 
-    return await asyncio.gather(*(s2s_client.converse(url, audio, realtime=True, timeout=60) for _ in range(n)),
-                                return_exceptions=True)
+    rng = random.Random(n)
+
+    async def one(offset):
+        await asyncio.sleep(offset)
+        return await s2s_client.converse(url, audio, realtime=True, timeout=60)
+    return await asyncio.gather(*(one(rng.uniform(0, frame_s)) for _ in range(n)), return_exceptions=True)
 
 
 def e2e_run(url: str, audio: np.ndarray, clients: int, bm: BenchModels) -> dict:
@@ -760,14 +766,17 @@ async def _timed_clients(url: str, audio: np.ndarray, n: int) -> list:
     """n real-time conversations at once: (seconds until it ended or was refused, result or exception)."""
     import s2s_client
 
-    async def one():
+    rng = random.Random(n)
+
+    async def one(offset):
+        await asyncio.sleep(offset)  # clients that never met: each at its own phase of the frame
         t0 = time.perf_counter()
         try:
             conv = await s2s_client.converse(url, audio, realtime=True, timeout=60)
             return time.perf_counter() - t0, conv
         except Exception as e:  # noqa: BLE001: a refusal is a result here
             return time.perf_counter() - t0, e
-    return await asyncio.gather(*(one() for _ in range(n)))
+    return await asyncio.gather(*(one(rng.uniform(0, 0.04)) for _ in range(n)))
 
 
 def bench_admission(bm: BenchModels, audio: np.ndarray, workers: int, extra: int, workdir: Path, log=print) -> dict:
@@ -1130,7 +1139,7 @@ def update_readme(path: Path, report: str, command: str, plot_path: str | None) 
     if plot_path:
         body += [f"![latency distributions]({plot_path})", ""]
     body += [report, ""]
-    kept = re.search(r"^### Capacity\n.*?(?=^## |^### |\Z)", text, re.S | re.M)  # written by --capacity
+    kept = re.search(r"^### (Capacity|Soak)\n.*?(?=^## |\Z)", text, re.S | re.M)  # --capacity's, soak.py's
     if kept:
         body += [kept.group(0).rstrip("\n"), ""]
     section = "\n".join(body) + "\n"
