@@ -779,12 +779,14 @@ async def _timed_clients(url: str, audio: np.ndarray, n: int) -> list:
     return await asyncio.gather(*(one(rng.uniform(0, 0.04)) for _ in range(n)))
 
 
-def bench_admission(bm: BenchModels, audio: np.ndarray, workers: int, extra: int, workdir: Path, log=print) -> dict:
-    """The server's own admission: its capacity measured at start-up, then capacity + `extra`
-    clients at once. The extra ones must get the busy error at once, the admitted stay real time."""
+def bench_admission(bm: BenchModels, audio: np.ndarray, workers: int, extra: int, workdir: Path,
+                    max_clients: int = 32, log=print) -> dict:
+    """The server's own admission: its capacity measured at start-up (at most max_clients per
+    worker), then capacity + `extra` clients at once. The extra ones must get the busy error at
+    once, the admitted stay real time."""
     queue = len(audio) // bm.codec.frame_size + 100
-    with ServerProcess(server_args(bm, queue), workdir / f"admission_w{workers}.log", workers, 64, "cpu",
-                       bm.preset) as server:
+    with ServerProcess(server_args(bm, queue), workdir / f"admission_w{workers}.log", workers, max_clients * workers,
+                       "cpu", bm.preset) as server:
         health = server_health(server.http)
         limit = health["capacity"]["sessions"]
         results = asyncio.run(_timed_clients(server.url, audio, limit + extra))
@@ -833,7 +835,7 @@ def run_capacity(args, log=print) -> dict:
         res["admission"] = []
         for workers in worker_counts:
             try:
-                res["admission"].append(bench_admission(bm, audio, workers, 2, workdir, log))
+                res["admission"].append(bench_admission(bm, audio, workers, 2, workdir, max_clients, log))
             except RuntimeError as e:
                 res.setdefault("notes", []).append(f"admission with {workers} worker(s) failed: {e}")
     res["machine"]["loadavg_end"] = loadavg()
