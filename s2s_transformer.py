@@ -872,47 +872,76 @@ class GeneratorBatch:
         return result
 
     def _step(self, gens, frames):
-        m, dev = self.model, self.device
-        K, delay, B = m.n_codebooks, m.delay, len(gens)
-        rows = [g.row for g in gens]
-        all_rows = rows == list(range(len(self.gens)))
-        index = torch.tensor(rows, device=dev)
+        m = self.model
         positions = [g.step_index for g in gens]
-        plan = RowPlan.of(rows, positions, m.cfg.context_frames, all_rows)
-        plan.rows, plan.slots = plan.rows.to(dev), plan.slots.to(dev)
-        if plan.mask is not None:
-            plan.mask = plan.mask.to(dev)
-        for g in gens:  # a token forced for this step by StreamingGenerator.step's arguments
-            s = g.step_index
+        for g, s in zip(gens, positions):  # a token forced for this step by StreamingGenerator.step's arguments
             if g.forced_agent_text is not None:
                 g.forced_text[s] = g.forced_agent_text
             if g.forced_agent_codes is not None:
                 g.force_agent_codes(g.forced_agent_codes, s)
+        h = self._temporal(gens, frames, positions)  # [B, 1, d]
+        user_logits, agent_logits = m.user_text_head(h)[:, 0], m.agent_text_head(h)[:, 0]
+        user_ids, text_ids = self._text(gens, positions, user_logits, agent_logits)
+        codes, code_logits = self._depth(gens, positions, h, text_ids)
+        p_text = torch.softmax(agent_logits.float(), dim=-1)
+        outs = []
+        for b, (g, s) in enumerate(zip(gens, positions)):
+            g.forced_codes.pop(s - m.delay, None)
+            g.forced_agent_text = g.forced_agent_codes = g.forced_user_text = None
+            # Frame s - delay is complete now: its codebook 0 from `delay` steps ago, the rest from now.
+            row = codes[b]
+            g.first_codes.append(row[0].clone())
+            frame_codes = None
+            if s >= m.delay:
+                frame_codes = row.clone()
+                frame_codes[0] = g.first_codes[0]
+            g.prev_agent_text, g.prev_user_text, g.prev_codes = text_ids[b], user_ids[b], row
+            g.step_index += 1
+            piece = g.tokenizer.piece if g.tokenizer is not None else (lambda i: "")
+            outs.append(StepOutput(s, frame_codes, text_ids[b], piece(text_ids[b]), user_ids[b], piece(user_ids[b]),
+                                   {"user_text": user_logits[b], "agent_text": agent_logits[b],
+                                    "agent_codes": code_logits[b]},
+                                   1.0 - float(p_text[b, g.pad_id])))
+        return outs
 
+    def _temporal(self, gens, frames, positions):
+        """The summed inputs of every row -> the temporal transformer, each row at its position."""
+        m, dev, B = self.model, self.device, len(gens)
+        rows = [g.row for g in gens]
+        all_rows = rows == list(range(len(self.gens)))
+        index = torch.tensor(rows, device=dev)
+        plan = RowPlan.of(rows, positions, m.cfg.context_frames, all_rows)
+        plan.rows, plan.slots = plan.rows.to(dev), plan.slots.to(dev)
+        if plan.mask is not None:
+            plan.mask = plan.mask.to(dev)
         voices = torch.cat([g.voice for g in gens]) if B > 1 else gens[0].voice
         clocks = torch.cat([g.clock for g in gens]) if B > 1 else gens[0].clock
         x = self._user_embedding(gens, frames, index, all_rows) + voices + clocks
         x = x + m.embed_previous(torch.tensor([[g.prev_agent_text] for g in gens], device=dev),
-                                 torch.stack([g.prev_codes for g in gens]).view(B, K, 1),
+                                 torch.stack([g.prev_codes for g in gens]).view(B, m.n_codebooks, 1),
                                  torch.tensor([[g.prev_user_text] for g in gens], device=dev))
         cos, sin = rope(torch.tensor(positions, device=dev), m.temporal.head_dim)
-        h = m.temporal.step(x, cos[:, None, None], sin[:, None, None], self.caches, plan)  # [B, 1, d]
+        return m.temporal.step(x, cos[:, None, None], sin[:, None, None], self.caches, plan)
 
-        user_logits = m.user_text_head(h)[:, 0]
-        agent_logits = m.agent_text_head(h)[:, 0]
-        user_ids = user_logits.argmax(-1).tolist()
-        text_ids = []
-        for b, g in enumerate(gens):
-            s = positions[b]
+    def _text(self, gens, positions, user_logits, agent_logits):
+        """The user transcript (greedy) and the agent's text (each row its own sampling and forcing)."""
+        user_ids, text_ids = user_logits.argmax(-1).tolist(), []
+        for b, (g, s) in enumerate(zip(gens, positions)):
             if g.forced_user_text is not None:
                 user_ids[b] = g.forced_user_text
             text_id = g.forced_text.pop(s, None)
             if text_id is None:
-                text_id = sample_text(agent_logits[b], g.text_temperature, g.text_top_k, m.cfg.text_word_temperature,
-                                      g.pad_id, g.rng, allow_pad=s != g.no_pad_step)
+                text_id = sample_text(agent_logits[b], g.text_temperature, g.text_top_k,
+                                      self.model.cfg.text_word_temperature, g.pad_id, g.rng,
+                                      allow_pad=s != g.no_pad_step)
             text_ids.append(text_id)
+        return user_ids, text_ids
 
-        # Depth: codebook 0 of frame s, then codebooks 1.. of frame s - delay, every row at once.
+    def _depth(self, gens, positions, h, text_ids):
+        """Codebook 0 of frame s, then codebooks 1.. of frame s - delay, every row at once: codes
+        long [B, K] (step time) and their logits [B, K, card]."""
+        m, dev, B = self.model, self.device, len(gens)
+        K, delay = m.n_codebooks, m.delay
         forced_now = [g.forced_codes.get(s) for g, s in zip(gens, positions)]  # frame s: its codebook 0
         forced_late = [g.forced_codes.get(s - delay) for g, s in zip(gens, positions)]  # frame s - delay
         settings = [(g.temperature, g.top_k) for g in gens]
@@ -944,29 +973,7 @@ class GeneratorBatch:
             codes[:, k] = torch.tensor(column, device=dev)
             if k + 1 < K:
                 token = m.depth_code_emb.weight[k * (m.card + 1) + codes[:, k]]
-
-        code_logits = torch.stack(code_logits, dim=1)  # [B, K, card]
-        p_text = torch.softmax(agent_logits.float(), dim=-1)
-        outs = []
-        for b, g in enumerate(gens):
-            s = positions[b]
-            g.forced_codes.pop(s - delay, None)
-            g.forced_agent_text = g.forced_agent_codes = g.forced_user_text = None
-            # Frame s - delay is complete now: its codebook 0 from `delay` steps ago, the rest from now.
-            row = codes[b]
-            g.first_codes.append(row[0].clone())
-            frame_codes = None
-            if s >= delay:
-                frame_codes = row.clone()
-                frame_codes[0] = g.first_codes[0]
-            g.prev_agent_text, g.prev_user_text, g.prev_codes = text_ids[b], user_ids[b], row
-            g.step_index += 1
-            piece = g.tokenizer.piece if g.tokenizer is not None else (lambda i: "")
-            outs.append(StepOutput(s, frame_codes, text_ids[b], piece(text_ids[b]), user_ids[b], piece(user_ids[b]),
-                                   {"user_text": user_logits[b], "agent_text": agent_logits[b],
-                                    "agent_codes": code_logits[b]},
-                                   1.0 - float(p_text[b, g.pad_id])))
-        return outs
+        return codes, torch.stack(code_logits, dim=1)
 
 
 class StreamingGenerator:
