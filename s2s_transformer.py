@@ -761,11 +761,8 @@ class GeneratorBatch:
         (a new generator brings a fresh row)."""
         if gen.model is not self.model or gen.codec is not self.codec or gen.ear is not self.ear:
             raise ValueError("a batch steps one model, one codec and one ear")
-        if gen.batch is not None:
-            kv, enc, mel, ear = gen.batch._row(gen.row)
-            gen.batch.remove(gen)
-        else:
-            kv, enc, mel, ear = self._fresh_row()
+        old = gen.batch
+        kv, enc, mel, ear = old._row(gen.row) if old is not None else self._fresh_row()
         for i, c in enumerate(self.caches):  # a new row's keys need no zeroing: its position masks them
             k, v = kv[i] if kv is not None else (c.k.new_zeros(1, *c.k.shape[1:]),) * 2
             c.k, c.v = torch.cat([c.k, k]), torch.cat([c.v, v])
@@ -774,6 +771,8 @@ class GeneratorBatch:
             self.mel_history = torch.cat([self.mel_history, mel])
         if ear is not None:
             self.ear_state = self.ear_state.join(ear)
+        if old is not None:  # only now: leaving moves another row into the one just copied
+            old.remove(gen)
         gen.batch, gen.row = self, len(self.gens)
         self.gens.append(gen)
 

@@ -687,3 +687,30 @@ def test_a_batch_of_one_is_the_lone_generator():
     outs_a = [a.step(user_frame(cfg, batch, t)) for t in range(14)]
     outs_b = [shared.step([b], [user_frame(cfg, batch, t)])[0] for t in range(14)]
     _assert_same_outputs(outs_b, outs_a, exact_logits=True)
+
+
+def test_a_conversation_moves_between_batches_with_its_state():
+    """add() takes a conversation from the batch it is in, caches and stream state included, even
+    from the middle of a full one (whose last row then moves into the hole), and it goes on as if
+    it had never moved; the conversations left behind go on too."""
+    torch.manual_seed(13)
+    cfg = tiny_config("mel", context_frames=6)
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, 20)
+    frames = [user_frame(cfg, batch, t) for t in range(20)]
+    voices = torch.randn(3, cfg.speaker.embed_dim)
+    alone = [model.streaming(temperature=0.0, voice=voices[i]) for i in range(3)]
+    moved = [model.streaming(temperature=0.0, voice=voices[i]) for i in range(3)]
+    want = [[g.step(f) for f in frames] for g in alone]
+    first, second = s2s.GeneratorBatch(model), s2s.GeneratorBatch(model)
+    for g in moved:
+        first.add(g)
+    got = [[], [], []]
+    for t, f in enumerate(frames):
+        if t == 8:
+            second.add(moved[0])  # row 0 of three: row 2 moves into its place in `first`
+        for i, g in enumerate(moved):
+            got[i].append(g.batch.step([g], [f])[0])
+    assert len(first) == 2 and len(second) == 1
+    for i in range(3):
+        _assert_same_outputs(got[i], want[i])
