@@ -195,7 +195,8 @@ def analyse(res: dict) -> dict:
 def run(args, log=print) -> dict:
     t_start = time.monotonic()
     res = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else "",
-           "minutes": args.minutes, "machine": {"cpu_count": os.cpu_count(), "loadavg_start": bl.loadavg()}}
+           "minutes": args.minutes, "conversation_s": args.conversation_s,
+           "machine": {"cpu_count": os.cpu_count(), "loadavg_start": bl.loadavg()}}
     with tempfile.TemporaryDirectory(prefix="soak_") as tmp:
         workdir = Path(tmp)
         bm = bl.BenchModels(args, workdir)
@@ -288,6 +289,30 @@ def plot(res: dict, path) -> None:
     plt.close(fig)
 
 
+def update_readme(path: Path, res: dict, plot_path: str | None) -> None:
+    """Replace the "### Soak" block inside README's "## Latency" section (or add it at its end)."""
+    import re
+
+    body = ["### Soak", "", f"Measured with `{bl.shown_command(res['command'])}`: {res['clients']} conversations at "
+            f"once for {res['minutes']:g} minutes, each client running {res.get('conversation_s', '?')} s conversations "
+            f"back to back (the user: {res['audio']}), while another client sends {res['malformed'].get('sent')} "
+            "malformed messages; the server's memory and tick time are read every few seconds, every conversation's "
+            f"per-frame delay is kept. Models: {res['models']['source']} ({res['models']['s2s']}).", ""]
+    if plot_path:
+        body += [f"![soak]({plot_path})", ""]
+    body += ["```", format_summary(res), "```", ""]
+    block = "\n".join(body) + "\n"
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(r"^### Soak\n.*?(?=^## |^### |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        latency = re.compile(r"(^## Latency\n.*?)(?=^## |\Z)", re.S | re.M)
+        text = latency.sub(lambda mt: mt.group(1).rstrip("\n") + "\n\n" + block + "\n", text, count=1) \
+            if latency.search(text) else text.rstrip("\n") + "\n\n## Latency\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="an hour at capacity: memory, tick time and per-frame delay over time")
     p.add_argument("--minutes", type=float, default=60.0)
@@ -299,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample_s", type=float, default=10.0, help="how often memory and tick time are read")
     p.add_argument("--json", metavar="OUT")
     p.add_argument("--plot", metavar="OUT.png")
+    p.add_argument("--readme", metavar="README.md", help="write the summary as README's '### Soak' block")
+    p.add_argument("--from_json", metavar="IN", help="no run: print, plot and write README from a saved --json")
     # models, as benchmark_latency.py takes them
     p.add_argument("--config", default="tiny")
     p.add_argument("--codec")
@@ -313,10 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    res = run(args, log=lambda s: print(s, file=sys.stderr, flush=True))
+    res = json.loads(Path(args.from_json).read_text(encoding="utf-8")) if args.from_json else \
+        run(args, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(format_summary(res))
     if args.plot:
         plot(res, args.plot)
+    if args.readme:
+        update_readme(Path(args.readme), res, args.plot and os.path.relpath(args.plot, Path(args.readme).parent))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, ensure_ascii=False), encoding="utf-8")
