@@ -1137,7 +1137,13 @@ def update_readme(path: Path, report: str, command: str, plot_path: str | None) 
             "is in `benchmark_latency.py`'s docstring; `--quick` runs in under a minute. The Mimi and EnCodec rows "
             "need `pip install --no-deps --target DIR moshi==0.2.13 encodec==0.1.1 einops` and `--peers_dir DIR` "
             "(a plain `pip install moshi` replaces torch 2.13 with 2.9). `python system_test.py` checks the whole "
-            "install (`--record DIR` records a demo conversation in Chromium).", ""]
+            "install (`--record DIR` records a demo conversation in Chromium).", "",
+            "How many conversations a server holds (each worker steps all of its conversations in one batched step "
+            "per frame, `frame_scheduler.py`): `python benchmark_latency.py --capacity --json docs/capacity.json "
+            "--plot docs/capacity.png --readme README.md` (batched and one at a time, one worker and one per core, "
+            "then the admission check; below, \"Capacity\"); whether it holds them for an hour: `python soak.py "
+            "--minutes 60 --json docs/soak.json --plot docs/soak.png --readme README.md` (below, \"Soak\"; "
+            "`tests/test_soak.py` runs two minutes of it).", ""]
     if plot_path:
         body += [f"![latency distributions]({plot_path})", ""]
     body += [report, ""]
