@@ -725,9 +725,8 @@ class GeneratorBatch:
         self.device = device if device is not None else next(model.parameters()).device
         self.gens: list[StreamingGenerator] = []
         self.caches = model.temporal.new_caches(0, model.cfg.context_frames, self.device)
-        self.encoder_state = {}
-        if codec is not None:
-            self.encoder_state = {k: v for k, v in codec.init_state(0, self.device).items() if k.startswith("encoder.")}
+        # The codec's whole stream state, not only the encoder's: which modules encoding touches is the codec's business.
+        self.encoder_state = codec.init_state(0, self.device) if codec is not None else {}
         mel = model.cfg.user_input == "mel"
         self.mel_history = torch.zeros(0, model.log_mel.context, device=self.device) if mel else None
         hears = ear is not None and model.cfg.user_input == "ear"  # the frozen ear turns pcm into the user stream
@@ -741,9 +740,7 @@ class GeneratorBatch:
     # --- rows -------------------------------------------------------------------------------------
     def _fresh_row(self):
         m, dev = self.model, self.device
-        enc = {}
-        if self.codec is not None:
-            enc = {k: v for k, v in self.codec.init_state(1, dev).items() if k in self.encoder_state}
+        enc = self.codec.init_state(1, dev) if self.codec is not None else {}
         mel = torch.zeros(1, m.log_mel.context, device=dev) if self.mel_history is not None else None
         ear = self.ear.init_state(1, dev) if self.ear_state is not None else None
         return None, enc, mel, ear
