@@ -826,14 +826,14 @@ def run_capacity(args, log=print) -> dict:
         cpus = os.cpu_count() or 1
         worker_counts = [int(w) for w in args.workers_list.split(",")] if args.workers_list else sorted({1, cpus})
         res["sweeps"] = []
-        for batching in (True, False):
+        for batching in [mode == "batched" for mode in args.modes.split(",")]:
             for workers in worker_counts:
                 try:
                     res["sweeps"].append(bench_capacity(bm, audio, workers, batching, max_clients, workdir, log))
                 except RuntimeError as e:
                     res.setdefault("notes", []).append(f"sweep {workers} worker(s) batching {batching} failed: {e}")
         res["admission"] = []
-        for workers in worker_counts:
+        for workers in ([] if args.no_admission else worker_counts):
             try:
                 res["admission"].append(bench_admission(bm, audio, workers, 2, workdir, max_clients, log))
             except RuntimeError as e:
@@ -1189,6 +1189,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the capacity sweep instead: 1, 2, 4, 6, 8, ... real-time clients, batched and not, one worker "
                         "and one per core, then the admission control (README's '### Capacity')")
     p.add_argument("--workers_list", help="worker counts of the capacity sweep (default 1,<cores>)")
+    p.add_argument("--modes", default="batched,unbatched", help="the capacity sweep's servers: batched, unbatched or both")
+    p.add_argument("--no_admission", action="store_true", help="the capacity sweep without the admission check")
     p.add_argument("--peers_dir", default=os.environ.get("TELUGU_S2S_PEERS"),
                    help="folder with moshi/encodec installed (pip install --no-deps --target DIR ...)")
     return p
