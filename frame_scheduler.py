@@ -364,7 +364,7 @@ class Worker:
         return [(c, *c.frames.popleft()) for c in ready]
 
     def _tick(self, items, joined, left) -> None:
-        outputs, gone, failed = [], [], []
+        gone, failed = [], []
         t0 = time.perf_counter()
         try:
             for c in joined:  # joins first: a conversation may start and stop between two ticks
@@ -382,19 +382,20 @@ class Worker:
                 groups.setdefault(id(item[0].batch), []).append(item)
             for group in groups.values():
                 outs = group[0][0].batch.step([(c, pcm) for c, pcm, _ in group])
-                outputs += [(c, out, t_in) for (c, _, t_in), out in zip(group, outs)]
+                # Each group's frames go out as soon as they are computed (without batching, the
+                # first conversation of a tick does not wait for the others).
+                self.deliver(Tick(self.index, [(c, out, t_in) for (c, _, t_in), out in zip(group, outs)], [], [], 0.0, 0))
         except Exception as e:  # a model failure ends the conversations of this tick, not the worker
             logger.error("worker_error", exc_info=True, extra={"fields": {"worker": self.index, "error": repr(e)}})
             failed = [c for c, _, _ in items] or [c for c in joined]
             with self.lock:
                 for c in failed:
                     c.leaving = "drop"
-            outputs = []
         tick_ms = (time.perf_counter() - t0) * 1000
         if items and not failed:
             self.tick_ms.append(tick_ms)
             self.batch_sizes.append(len(items))
-        self.deliver(Tick(self.index, outputs, gone, failed, tick_ms, len(items)))
+        self.deliver(Tick(self.index, [], gone, failed, tick_ms, 0 if failed else len(items)))
 
 
 @dataclass
@@ -403,8 +404,8 @@ class Tick:
     outputs: list  # (conversation, FrameOut, t_in)
     gone: list  # (conversation, summary or None): left the batch this tick
     failed: list  # conversations whose step raised
-    tick_ms: float
-    batch: int  # conversations stepped
+    tick_ms: float  # the whole tick (in its last report)
+    batch: int  # conversations stepped (in its last report; 0 in the reports of outputs)
 
 
 # --- capacity ----------------------------------------------------------------------------------------

@@ -111,11 +111,10 @@ def test_a_tick_takes_the_next_frame_of_every_conversation_that_has_one(tiny_mod
             time.sleep(0.01)
     finally:
         worker.stop()
-    stepped = [t for t in ticks if t.batch]
-    assert [t.batch for t in stepped] == [2, 2] + [1] * (len(pcm) - 2)
+    assert [t.batch for t in ticks if t.batch] == [2, 2] + [1] * (len(pcm) - 2)
     for conv in (a, b):
-        assert [out.frame for t in stepped for c, out, _ in t.outputs if c is conv] == list(range(len(conv.frames) +
-                                                                                             conv.ctx.frame))
+        assert [out.frame for t in ticks for c, out, _ in t.outputs if c is conv] == list(range(conv.ctx.frame))
+    assert a.ctx.frame == len(pcm) and b.ctx.frame == 2
 
 
 def test_beyond_capacity_the_next_client_is_busy_at_once_and_the_admitted_are_served(serve):
