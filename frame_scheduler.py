@@ -384,7 +384,8 @@ class Worker:
                 outs = group[0][0].batch.step([(c, pcm) for c, pcm, _ in group])
                 # Each group's frames go out as soon as they are computed (without batching, the
                 # first conversation of a tick does not wait for the others).
-                self.deliver(Tick(self.index, [(c, out, t_in) for (c, _, t_in), out in zip(group, outs)], [], [], 0.0, 0))
+                outputs = [(c, out, t_in) for (c, _, t_in), out in zip(group, outs)]
+                self.deliver(Tick(self.index, outputs, [], [], 0.0, 0))
         except Exception as e:  # a model failure ends the conversations of this tick, not the worker
             logger.error("worker_error", exc_info=True, extra={"fields": {"worker": self.index, "error": repr(e)}})
             failed = [c for c, _, _ in items] or [c for c in joined]

@@ -725,7 +725,8 @@ class GeneratorBatch:
         self.device = device if device is not None else next(model.parameters()).device
         self.gens: list[StreamingGenerator] = []
         self.caches = model.temporal.new_caches(0, model.cfg.context_frames, self.device)
-        # The codec's whole stream state, not only the encoder's: which modules encoding touches is the codec's business.
+        # The codec's whole stream state, not only the encoder's: which modules encoding touches is
+        # the codec's business.
         self.encoder_state = codec.init_state(0, self.device) if codec is not None else {}
         mel = model.cfg.user_input == "mel"
         self.mel_history = torch.zeros(0, model.log_mel.context, device=self.device) if mel else None
@@ -837,7 +838,8 @@ class GeneratorBatch:
             if self.codec is None:
                 raise ValueError(f"a pcm frame needs the codec for user_input={kind!r}: model.streaming(codec=...)")
             state = _rows_of(self.encoder_state, index, all_rows)
-            latent = self.codec.encoder(torch.stack([f.reshape(1, -1) for f in frames]).float(), state)  # [B, latent, 1]
+            pcm = torch.stack([f.reshape(1, -1) for f in frames]).float()
+            latent = self.codec.encoder(pcm, state)  # [B, latent, 1]
             self.encoder_state = _put_rows(self.encoder_state, index, state, all_rows)
             if kind == "latent":
                 return m._user_from_features(latent.transpose(1, 2))

@@ -211,7 +211,8 @@ def run(args, log=print) -> dict:
             res["capacity"] = health["capacity"]
             clients = args.clients or health["capacity"]["sessions"]
             res["clients"] = clients
-            log(f"soak: {args.minutes} min, {clients} conversations at once (capacity {health['capacity']['sessions']}), "
+            log(f"soak: {args.minutes} min, {clients} conversations at once "
+                f"(capacity {health['capacity']['sessions']}), "
                 f"{args.malformed} malformed messages, models {bm.source}; load {bl.loadavg()}")
             seconds = args.minutes * 60
             queue = multiprocessing.get_context("spawn").Queue()
@@ -227,7 +228,8 @@ def run(args, log=print) -> dict:
 
             samples, *per_client = asyncio.run(everything())
             fuzz.join(120)
-            res["malformed"] = queue.get(timeout=5) if not queue.empty() else {"error": "the malformed client did not report"}
+            res["malformed"] = queue.get(timeout=5) if not queue.empty() else \
+                {"error": "the malformed client did not report"}
             if fuzz.is_alive():
                 fuzz.kill()
             res["samples"] = samples
@@ -250,14 +252,17 @@ def format_summary(res: dict) -> str:
         f"soak: {res['minutes']} min, {res['clients']} conversations at once (capacity {res['capacity']['sessions']}), "
         f"models {res['models']['source']}, load {res['machine']['loadavg_start']} -> {res['machine']['loadavg_end']}",
         f"  server: {'CRASHED or not answering' if crashed else 'up, /health ok'} at the end",
-        f"  conversations: {s['conversations']} run, {s['conversations_dropped']} dropped, {s['conversations_behind']} fell "
+        f"  conversations: {s['conversations']} run, {s['conversations_dropped']} dropped, "
+        f"{s['conversations_behind']} fell "
         f"behind (a minute with per-frame delay p95 >= {REALTIME_P95_MS:.0f} ms), {s['barge_ins']} barge-ins",
         f"  per-frame delay: p50 {s['per_frame_delay_ms'].get('p50')} ms, p95 {s['per_frame_delay_ms'].get('p95')} ms; "
         f"p95 by minute slope {s['delay_p95_slope_ms_per_hour']} ms/hour",
         f"  memory: {s['rss_mb_first']} -> {s['rss_mb_last']} MB after warm-up ({s['memory_growth_pct']} %), "
         f"slope {s['rss_slope_mb_per_hour']} MB/hour",
-        f"  tick p50: {s['tick_p50_ms_first']} -> {s['tick_p50_ms_last']} ms, slope {s['tick_p50_slope_ms_per_hour']} ms/hour",
-        f"  malformed client: {m.get('sent')} messages over {m.get('connections')} connections, closes {m.get('closes')}",
+        f"  tick p50: {s['tick_p50_ms_first']} -> {s['tick_p50_ms_last']} ms, "
+        f"slope {s['tick_p50_slope_ms_per_hour']} ms/hour",
+        f"  malformed client: {m.get('sent')} messages over {m.get('connections')} connections, "
+        f"closed with {m.get('closes')}",
     ] + ([f"  dropped: {e}" for e in s["dropped_errors"]]))
 
 
@@ -294,7 +299,8 @@ def update_readme(path: Path, res: dict, plot_path: str | None) -> None:
     import re
 
     body = ["### Soak", "", f"Measured with `{bl.shown_command(res['command'])}`: {res['clients']} conversations at "
-            f"once for {res['minutes']:g} minutes, each client running {res.get('conversation_s', '?')} s conversations "
+            f"once for {res['minutes']:g} minutes, each client running {res.get('conversation_s', '?')} s "
+            "conversations "
             f"back to back (the user: {res['audio']}), while another client sends {res['malformed'].get('sent')} "
             "malformed messages; the server's memory and tick time are read every few seconds, every conversation's "
             f"per-frame delay is kept. Models: {res['models']['source']} ({res['models']['s2s']}).", ""]
