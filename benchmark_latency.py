@@ -735,7 +735,7 @@ def capacity_run(server: "ServerProcess", audio: np.ndarray, clients: int, bm: B
             "server_cpu_pct": round(cpu_pct, 1), "tick_ms": health.get("tick_ms", {}),
             "batch_mean": [w["batch_mean"] for w in workers], "loadavg": loadavg(),
             "realtime": r["ok"] == clients and r["dropped_frames"] == 0 and p95 < REALTIME_P95_MS,
-            "errors": r["errors"], "delay_samples_ms": r["delay_samples_ms"]}
+            "errors": r["errors"]}
 
 
 def bench_capacity(bm: BenchModels, audio: np.ndarray, workers: int, batching: bool, max_clients: int,
