@@ -108,7 +108,10 @@ def test_a_batch_of_streams_equals_each_alone(codec):
         c, enc = codec.encode_step(x, enc)
         a, dec = codec.decode_step(c, dec)
         rows[0].append(a[0, 0]), rows[1].append(a[1, 0])
-    atol = 1e-5 if codec.decoder.harmonic is None else 3e-4
+    # Oscillators (harmonic head, source-filter synth) integrate F0: a batched conv's last-bit
+    # differences in F0 drift their phase a little, as in the streaming test above.
+    oscillates = getattr(codec.decoder, "harmonic", None) is not None or codec.cfg.decoder == "source_filter"
+    atol = 3e-4 if oscillates else 1e-5
     for got, want in zip(rows, alone):
         torch.testing.assert_close(torch.cat(got), want, atol=atol, rtol=1e-4)
 
