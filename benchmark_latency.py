@@ -17,10 +17,14 @@ with 1 torch thread and with all cores (CUDA as well when available):
     codec_decode    codec.decode_step on one frame of codes
     s2s_step        StreamingGenerator.step with the KV cache full (an hour-long conversation's
                     steady state), fed the user stream it reads (pcm for "mel", else codes/latent)
-    pipeline        the server's per-frame work, streaming_server_advanced.Conversation.step: the
-                    S2S model's user front end (log-mel, or the codec encoder for "latent"/"codes")
-                    + S2S step + codec decode + context manager + PCM16. The codec encoder is on
-                    this path only when the model reads codes or latents (`pipeline_has_encoder`).
+    asr_step        the ear (telugu_asr.Ear.step) on one frame, its window full: the shipped ear, or
+                    one of the config's size with random weights (its cost is the same)
+    pipeline        the server's per-frame work for one conversation, a frame scheduler tick
+                    (frame_scheduler.ConversationBatch.step): the ear when the server hears with
+                    one (`server_hears_with_asr`), the S2S model's user front end (log-mel, or the
+                    codec encoder for "latent"/"codes") + S2S step + codec decode + context manager
+                    + PCM16. The codec encoder is on this path only when the model reads codes or
+                    latents (`pipeline_has_encoder`).
 Real-time factor (RTF) = time per frame / frame duration; below 1 keeps up.
 
 End to end: streaming_server_advanced.py in a subprocess on a free loopback port, N clients at once
@@ -98,7 +102,7 @@ TARGET_MS = 400.0
 MOSHI_THEORETICAL_MS = 160.0  # Défossez et al. 2024: 80 ms Mimi frame + 80 ms acoustic delay
 MOSHI_PRACTICAL_MS = 200.0  # the same paper, measured on an L4 GPU
 SERVER_START_TIMEOUT_S = 180.0
-COMPONENTS = ("codec_encode", "codec_decode", "s2s_step", "pipeline")
+COMPONENTS = ("codec_encode", "codec_decode", "s2s_step", "asr_step", "pipeline")
 
 
 # --- small helpers --------------------------------------------------------------------------------
@@ -167,6 +171,8 @@ def tiny_config() -> Config:
     s = cfg.s2s
     s.d_model, s.n_layers, s.n_heads, s.depth_d_model, s.depth_layers, s.depth_heads = 32, 2, 2, 32, 1, 2
     s.n_codebooks, s.context_frames, s.text_vocab_size, s.dropout = 2, 64, 1000, 0.0
+    a = cfg.asr
+    a.d_model, a.n_layers, a.n_heads, a.context_frames = 64, 2, 2, 50
     cfg.preset = "tiny-test"
     return cfg
 
@@ -191,6 +197,7 @@ class BenchModels:
             from speaker_embeddings import VoiceBank
             bank = VoiceBank.load(self.voice_bank_path)
             self.voice = bank.embedding(bank.names()[0])
+        self._ear(args)
         randoms = ["random" in src for src in (self.codec_source, self.s2s_source)]
         self.source = "random" if all(randoms) else ("mixed" if any(randoms) else "shipped")
 
@@ -237,6 +244,30 @@ class BenchModels:
             self.notes.append(f"{_rel(path)} is absent: the S2S model has random weights (speed figures hold; "
                               "the response gap and any answer are meaningless)")
 
+    def _ear(self, args) -> None:
+        """The ear the server hears with: the shipped one when it exists (--ear auto), else none;
+        --ear on serves a random one of the config's size when none is shipped (its cost is the
+        same). The asr_step part always times one."""
+        import telugu_asr
+        from checkpoint_io import export_safetensors
+
+        path = Path(args.asr) if getattr(args, "asr", None) else telugu_asr.SHIPPED
+        choice = getattr(args, "ear", "auto")
+        if self.use_shipped and path.exists() and choice != "off":
+            self.ear, self.ear_path, self.ear_source = telugu_asr.load(path), path, _rel(path)
+            return
+        torch.manual_seed(0)
+        self.ear = telugu_asr.Ear(self.cfg).eval()
+        self.ear_source = f"random weights (config {self.cfg.preset})"
+        self.ear_path = None
+        if choice == "on":
+            self.ear_path = self.workdir / "asr.safetensors"
+            export_safetensors(self.ear.state_dict(), self.ear_path, self.cfg, fp16=False)
+
+    @property
+    def server_ear_args(self) -> list[str]:
+        return ["--asr", str(self.ear_path)] if self.ear_path is not None else ["--no_asr"]
+
     @property
     def frame_ms(self) -> float:
         return 1000.0 * self.codec.frame_size / self.codec.sample_rate
@@ -252,7 +283,8 @@ class BenchModels:
                 "voice_bank": str(self.voice_bank_path) if self.voice_bank_path else None,
                 "config": self.cfg.preset, "codec_params": count(self.codec), "s2s_params": count(self.s2s),
                 "frame_ms": self.frame_ms, "acoustic_delay": self.s2s.delay, "codec_delay_ms": self.codec_delay_ms,
-                "user_input": user_input, "pipeline_has_encoder": user_input != "mel"}
+                "user_input": user_input, "pipeline_has_encoder": user_input != "mel",
+                "asr": self.ear_source, "asr_params": count(self.ear), "server_hears_with_asr": self.ear_path is not None}
 
 
 def user_audio(seconds: float, sr: int) -> tuple[np.ndarray, str]:
@@ -289,12 +321,20 @@ def fill_kv_cache(gen, frames: int) -> None:
     gen.step_index = frames
 
 
+def fill_ear_window(state, frames: int) -> None:
+    """The ear's steady state: every slot of its window holds a key (attention over all of them)."""
+    state.keys.normal_(), state.values.normal_()
+    state.valid.fill_(True)
+    state.position.fill_(frames)
+
+
 # --- parts ------------------------------------------------------------------------------------------
 
 def bench_components(bm: BenchModels, audio: np.ndarray, n: int, warmup: int, device: str = "cpu",
                      max_s: float = math.inf) -> dict:
     """Per-frame time of each part on `device` with the current torch threads (each part stops
     after max_s seconds, at least 5 frames)."""
+    import frame_scheduler
     import streaming_server_advanced as server_mod
 
     codec, s2s = bm.codec, bm.s2s
@@ -333,11 +373,25 @@ def bench_components(bm: BenchModels, audio: np.ndarray, n: int, warmup: int, de
         out["s2s_step"] = time_frames(lambda: gen.step(user_stream[next_index() % len(user_stream)]), n, warmup, sync,
                                       max_s)
 
-        models = server_mod.Models(codec, s2s, bm.tokenizer, {"bench": {"gender": "", "embedding": bm.voice}})
-        conv = server_mod.Conversation(models, bm.cfg, "bench", seed=0)
-        conv.decoder_state = codec.init_state(1, device)
+        ear = bm.ear if device == "cpu" else copy.deepcopy(bm.ear).to(device)
+        ear_state = {"s": ear.init_state(1, device)}
+        fill_ear_window(ear_state["s"], ear.cfg.asr.context_frames)
+
+        def hear():
+            _, _, _, ear_state["s"] = ear.step(frame_tensors[next_index()].view(1, -1), ear_state["s"])
+        out["asr_step"] = time_frames(hear, n, warmup, sync, max_s)
+
+        # The server's tick for one conversation: the ear (when the server hears with one), the S2S
+        # step with its codec encoder, the codec decoder, the context manager, PCM16.
+        models = server_mod.Models(codec, s2s, bm.tokenizer, {"bench": {"gender": "", "embedding": bm.voice}},
+                                   ear=ear if bm.ear_path is not None else None)
+        batch = frame_scheduler.ConversationBatch(models)
+        conv = frame_scheduler.Conversation(models, bm.cfg, "bench", seed=0)
+        batch.add(conv)
         fill_kv_cache(conv.gen, s2s.cfg.context_frames)
-        out["pipeline"] = time_frames(lambda: conv.step(frames[next_index()]), n, warmup, sync, max_s)
+        if batch.ear is not None:
+            fill_ear_window(batch.ear_state, ear.cfg.asr.context_frames)
+        out["pipeline"] = time_frames(lambda: batch.step([(conv, frames[next_index()])]), n, warmup, sync, max_s)
     return {k: with_rtf(v, frame_ms) for k, v in out.items()}
 
 
@@ -558,17 +612,24 @@ def analyse_conversation(conv, audio: np.ndarray, bm: BenchModels) -> dict:
     drift = float(np.median(rtt[-per_s:]) - np.median(rtt[per_s:2 * per_s])) if n >= 3 * per_s else 0.0
     stats = (conv.stopped or {}).get("stats", {})
     return {"delay": delay.tolist(), "rtt": rtt.tolist(), "gaps": gaps, "drift_ms": round(drift, 1),
+            "frames_in": len(send), "frames_out": len(recv),
             "rtt_p95": float(np.percentile(rtt, 95)) if n else math.inf,
             "agent_over_user": (sum(over) / len(over)) if over else None,
             "compute_ms": stats.get("compute_ms", {}), "e2e_ms": stats.get("e2e_ms", {}),
             "server_gap_ms": stats.get("response_gap_ms", {})}
 
 
-async def _run_clients(url: str, audio: np.ndarray, n: int):
+async def _run_clients(url: str, audio: np.ndarray, n: int, frame_s: float = 0.04):
+    """n real-time conversations at once. Each starts at a random moment within a frame, as clients
+    that never met do: frames that all arrive together would flatter a batching server."""
     import s2s_client
 
-    return await asyncio.gather(*(s2s_client.converse(url, audio, realtime=True, timeout=60) for _ in range(n)),
-                                return_exceptions=True)
+    rng = random.Random(n)
+
+    async def one(offset):
+        await asyncio.sleep(offset)
+        return await s2s_client.converse(url, audio, realtime=True, timeout=60)
+    return await asyncio.gather(*(one(rng.uniform(0, frame_s)) for _ in range(n)), return_exceptions=True)
 
 
 def e2e_run(url: str, audio: np.ndarray, clients: int, bm: BenchModels) -> dict:
@@ -596,8 +657,19 @@ def e2e_run(url: str, audio: np.ndarray, clients: int, bm: BenchModels) -> dict:
         "drift_ms": max((p["drift_ms"] for p in parts), default=None),
         "agent_over_user": round(float(np.mean(over)), 3) if over else None,
         "errors": errors[:5],
+        # frames a client sent and never got an answer to; a conversation that failed lost them all
+        "dropped_frames": sum(max(0, p["frames_in"] - p["frames_out"]) for p in parts)
+                          + len(errors) * (len(audio) // bm.codec.frame_size),
         "delay_samples_ms": [round(x, 2) for p in parts for x in p["delay"]],
     }
+
+
+def server_args(bm: BenchModels, send_queue_frames: int) -> list[str]:
+    args = ["--codec", str(bm.codec_path), "--s2s", str(bm.s2s_path), *bm.server_ear_args,
+            "--set", f"server.send_queue_frames={send_queue_frames}"]
+    if bm.voice_bank_path is not None:
+        args += ["--voice_bank", str(bm.voice_bank_path)]
+    return args
 
 
 def bench_end_to_end(bm: BenchModels, audio: np.ndarray, workers: int, max_clients: int, workdir: Path,
@@ -606,9 +678,7 @@ def bench_end_to_end(bm: BenchModels, audio: np.ndarray, workers: int, max_clien
     # A server that falls behind should lag, not drop the conversation (its limit is 2 s of backlog),
     # so that the benchmark measures how far behind it falls.
     queue = len(audio) // bm.codec.frame_size + 100
-    model_args = ["--codec", str(bm.codec_path), "--s2s", str(bm.s2s_path), "--set", f"server.send_queue_frames={queue}"]
-    if bm.voice_bank_path is not None:
-        model_args += ["--voice_bank", str(bm.voice_bank_path)]
+    model_args = server_args(bm, queue) + ["--set", f"server.capacity={max_clients}"]  # no admission: how far behind
     log_path = workdir / f"server_w{workers}_{device}.log"
     with ServerProcess(model_args, log_path, workers, max_clients, device, bm.preset) as server:
         clients = 1
@@ -624,6 +694,240 @@ def bench_end_to_end(bm: BenchModels, audio: np.ndarray, workers: int, max_clien
             clients *= 2
     held = [r["clients"] for r in runs if r["realtime"]]
     return {"max_realtime_clients": max(held) if held else 0, "runs": runs}
+
+
+# --- capacity: how many conversations a server holds in real time ------------------------------------------
+
+CAPACITY_COUNTS = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32, 48, 64)
+REALTIME_P95_MS = 100.0  # a conversation is real time when its per-frame delay p95 is under this
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def server_health(http: str) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(http + "/health", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def capacity_run(server: "ServerProcess", audio: np.ndarray, clients: int, bm: BenchModels) -> dict:
+    """`clients` real-time loopback conversations at once; real time = per-frame delay p95 under
+    REALTIME_P95_MS and no frame dropped. Server CPU is % of one core over the run."""
+    cpu0, t0 = process_cpu_s(server.proc.pid), time.monotonic()
+    r = e2e_run(server.url, audio, clients, bm)
+    cpu_pct = 100 * (process_cpu_s(server.proc.pid) - cpu0) / (time.monotonic() - t0)
+    health = server_health(server.http)
+    workers = health.get("worker_stats", [])
+    p95 = r["per_frame_delay_ms"].get("p95", math.inf)
+    return {"clients": clients, "ok": r["ok"], "per_frame_delay_ms": r["per_frame_delay_ms"],
+            "response_gap_ms": r["response_gap_ms"], "dropped_frames": r["dropped_frames"],
+            "server_cpu_pct": round(cpu_pct, 1), "tick_ms": health.get("tick_ms", {}),
+            "batch_mean": [w["batch_mean"] for w in workers], "loadavg": loadavg(),
+            "realtime": r["ok"] == clients and r["dropped_frames"] == 0 and p95 < REALTIME_P95_MS,
+            "errors": r["errors"]}
+
+
+def bench_capacity(bm: BenchModels, audio: np.ndarray, workers: int, batching: bool, max_clients: int,
+                   workdir: Path, log=print) -> dict:
+    """1, 2, 4, 6, 8, ... clients until real time breaks, admission off (capacity = max_clients),
+    so that the sweep finds the limit the admission control should sit under."""
+    queue = len(audio) // bm.codec.frame_size + 100  # lag is measured, not cut off
+    args = server_args(bm, queue) + ["--set", f"server.capacity={max_clients}",
+                                     "--set", f"server.batching={'true' if batching else 'false'}"]
+    runs = []
+    log_path = workdir / f"capacity_w{workers}_{'batched' if batching else 'unbatched'}.log"
+    with ServerProcess(args, log_path, workers, max_clients, "cpu", bm.preset) as server:
+        for clients in (n for n in CAPACITY_COUNTS if n <= max_clients):
+            run = capacity_run(server, audio, clients, bm)
+            runs.append(run)
+            d = run["per_frame_delay_ms"]
+            log(f"  capacity, {workers} worker(s), batching {'on' if batching else 'off'}, {clients} client(s): "
+                f"delay p50 {d.get('p50')} p95 {d.get('p95')} ms, dropped {run['dropped_frames']}, "
+                f"server CPU {run['server_cpu_pct']} %, tick p50 {run['tick_ms'].get('p50')} ms, "
+                f"batch {run['batch_mean']}, real time: {run['realtime']}; load {run['loadavg']}")
+            if len(runs) >= 2 and not runs[-1]["realtime"] and not runs[-2]["realtime"]:
+                break  # two counts in a row past real time (one may be a noisy neighbour's moment)
+    held = [r["clients"] for r in runs if r["realtime"]]
+    return {"workers": workers, "batching": batching, "max_realtime_clients": max(held) if held else 0, "runs": runs}
+
+
+async def _timed_clients(url: str, audio: np.ndarray, n: int) -> list:
+    """n real-time conversations at once: (seconds until it ended or was refused, result or exception)."""
+    import s2s_client
+
+    rng = random.Random(n)
+
+    async def one(offset):
+        await asyncio.sleep(offset)  # clients that never met: each at its own phase of the frame
+        t0 = time.perf_counter()
+        try:
+            conv = await s2s_client.converse(url, audio, realtime=True, timeout=60)
+            return time.perf_counter() - t0, conv
+        except Exception as e:  # noqa: BLE001: a refusal is a result here
+            return time.perf_counter() - t0, e
+    return await asyncio.gather(*(one(rng.uniform(0, 0.04)) for _ in range(n)))
+
+
+def bench_admission(bm: BenchModels, audio: np.ndarray, workers: int, extra: int, workdir: Path,
+                    max_clients: int = 32, log=print) -> dict:
+    """The server's own admission: its capacity measured at start-up (at most max_clients per
+    worker), then capacity + `extra` clients at once. The extra ones must get the busy error at
+    once, the admitted stay real time."""
+    queue = len(audio) // bm.codec.frame_size + 100
+    with ServerProcess(server_args(bm, queue), workdir / f"admission_w{workers}.log", workers, max_clients * workers,
+                       "cpu", bm.preset) as server:
+        health = server_health(server.http)
+        limit = health["capacity"]["sessions"]
+        results = asyncio.run(_timed_clients(server.url, audio, limit + extra))
+    refused = [t for t, r in results if isinstance(r, Exception) and "busy" in str(r)]
+    failed = [f"{type(r).__name__}: {r}" for _, r in results if isinstance(r, Exception) and "busy" not in str(r)]
+    admitted = [analyse_conversation(r, audio, bm) for _, r in results if not isinstance(r, Exception)]
+    delays = [x for a in admitted for x in a["delay"]]
+    dropped = sum(max(0, a["frames_in"] - a["frames_out"]) for a in admitted)
+    out = {"workers": workers, "capacity": limit, "capacity_per_worker": health["capacity"]["per_worker"],
+           "capacity_tick_ms": health["capacity"].get("tick_ms"), "clients": limit + extra,
+           "refused_busy": len(refused), "refused_after_ms": pct([t * 1000 for t in refused]),
+           "admitted": len(admitted), "admitted_delay_ms": pct(delays), "admitted_dropped_frames": dropped,
+           "admitted_realtime": bool(admitted) and dropped == 0 and not failed
+                                and pct(delays).get("p95", math.inf) < REALTIME_P95_MS,
+           "errors": failed[:5]}
+    log(f"  admission, {workers} worker(s): capacity {limit} (measured at start-up), {limit + extra} clients: "
+        f"{len(refused)} busy after {out['refused_after_ms'].get('p50')} ms, {len(admitted)} admitted, delay p95 "
+        f"{out['admitted_delay_ms'].get('p95')} ms, dropped {dropped}")
+    return out
+
+
+def run_capacity(args, log=print) -> dict:
+    """The capacity sweep: batched and unbatched, one worker and one per core, same audio, same run."""
+    t_start = time.monotonic()
+    seconds = args.seconds or (4.0 if args.quick else 12.0)
+    max_clients = args.max_clients or (4 if args.quick else 32)
+    res = {"command": "python " + " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv else "",
+           "machine": {"cpu_count": os.cpu_count(), "loadavg_start": loadavg(), "torch": torch.__version__,
+                       "python": platform.python_version(), "platform": platform.platform()},
+           "criterion": f"per-frame delay p95 < {REALTIME_P95_MS:.0f} ms and no frame dropped"}
+    with tempfile.TemporaryDirectory(prefix="bench_capacity_") as tmp:
+        workdir = Path(tmp)
+        bm = BenchModels(args, workdir)
+        res["models"] = bm.info()
+        audio, source = user_audio(seconds, bm.codec.sample_rate)
+        res["audio"] = source
+        cpus = os.cpu_count() or 1
+        worker_counts = [int(w) for w in args.workers_list.split(",")] if args.workers_list else sorted({1, cpus})
+        res["sweeps"] = []
+        for batching in [mode == "batched" for mode in args.modes.split(",")]:
+            for workers in worker_counts:
+                try:
+                    res["sweeps"].append(bench_capacity(bm, audio, workers, batching, max_clients, workdir, log))
+                except RuntimeError as e:
+                    res.setdefault("notes", []).append(f"sweep {workers} worker(s) batching {batching} failed: {e}")
+        res["admission"] = []
+        for workers in ([] if args.no_admission else worker_counts):
+            try:
+                res["admission"].append(bench_admission(bm, audio, workers, 2, workdir, max_clients, log))
+            except RuntimeError as e:
+                res.setdefault("notes", []).append(f"admission with {workers} worker(s) failed: {e}")
+    res["machine"]["loadavg_end"] = loadavg()
+    res["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    return res
+
+
+def format_capacity(res: dict) -> str:
+    m, mach = res["models"], res["machine"]
+    head = {(s["workers"], s["batching"]): s["max_realtime_clients"] for s in res["sweeps"]}
+    lines = [f"Machine: {mach['cpu_count']} cores, load average {mach['loadavg_start']} at the start, "
+             f"{mach['loadavg_end']} at the end. Models ({m['source']}): S2S {m['s2s_params'] / 1e6:.1f} M, codec "
+             f"{m['codec_params'] / 1e6:.1f} M, ear {'on: ' + m['asr'] if m.get('server_hears_with_asr') else 'off'}. "
+             f"Real time: {res['criterion']}; clients stream {res['audio']} in real time.", "",
+             "**Conversations held in real time** (largest count that stayed real time):", "",
+             "| workers | batched | one at a time (before) |", "|---|---|---|"]
+    for w in sorted({s["workers"] for s in res["sweeps"]}):
+        lines.append(f"| {w} | **{head.get((w, True), '-')}** | {head.get((w, False), '-')} |")
+    lines += ["", "| workers | batching | clients | per-frame delay p50 / p95 ms | response gap p50 / p95 ms | dropped "
+              "| server CPU % | tick p50 / p95 ms | batch mean | load | real time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for sw in res["sweeps"]:
+        for r in sw["runs"]:
+            d, g, t = r["per_frame_delay_ms"], r["response_gap_ms"], r["tick_ms"]
+            rt = "yes" if r["realtime"] else ("no: " + r["errors"][0][:40] if r["errors"] else "no")
+            lines.append(f"| {sw['workers']} | {'on' if sw['batching'] else 'off'} | {r['clients']} | {_q(d)} / "
+                         f"{_q(d, 'p95')} | {_q(g)} / {_q(g, 'p95')} | {r['dropped_frames']} | {r['server_cpu_pct']:.0f} "
+                         f"| {_q(t)} / {_q(t, 'p95')} | {', '.join(f'{b:.1f}' for b in r['batch_mean'])} | "
+                         f"{r['loadavg'][0] if r['loadavg'] else '-'} | {rt} |")
+    if res.get("admission"):
+        lines += ["", "| admission | capacity (measured at start-up) | clients | refused busy (after p50 ms) | admitted "
+                  "| admitted delay p95 ms | admitted dropped | admitted real time |", "|---|---|---|---|---|---|---|---|"]
+        for a in res["admission"]:
+            lines.append(f"| {a['workers']} worker(s) | {a['capacity']} ({a['capacity_per_worker']} per worker) | "
+                         f"{a['clients']} | {a['refused_busy']} ({_q(a['refused_after_ms'])}) | {a['admitted']} | "
+                         f"{_q(a['admitted_delay_ms'], 'p95')} | {a['admitted_dropped_frames']} | "
+                         f"{'yes' if a['admitted_realtime'] else 'no'} |")
+    lines += [f"- {n}" for n in res.get("notes", [])]
+    return "\n".join(lines)
+
+
+def plot_capacity(res: dict, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for sw in res["sweeps"]:
+        label = f"{sw['workers']} worker{'s' if sw['workers'] > 1 else ''}, {'batched' if sw['batching'] else 'one at a time'}"
+        style = "-o" if sw["batching"] else "--s"
+        xs = [r["clients"] for r in sw["runs"]]
+        axes[0].plot(xs, [r["per_frame_delay_ms"].get("p95", np.nan) for r in sw["runs"]], style, label=label)
+        axes[1].plot(xs, [r["server_cpu_pct"] for r in sw["runs"]], style, label=label)
+    axes[0].axhline(REALTIME_P95_MS, color="red", ls="--", lw=1, label=f"real time: p95 < {REALTIME_P95_MS:.0f} ms")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("concurrent conversations")
+    axes[0].set_ylabel("per-frame delay p95, ms")
+    axes[0].set_title("per-frame delay as conversations are added")
+    axes[1].set_xlabel("concurrent conversations")
+    axes[1].set_ylabel("server CPU, % of one core")
+    axes[1].set_title(f"server CPU ({res['machine']['cpu_count']} cores)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"telugu-s2s capacity, load average {res['machine']['loadavg_start']}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme_capacity(path: Path, report: str, command: str, plot_path: str | None) -> None:
+    """Replace the "### Capacity" block inside README's "## Latency" section (or add it there)."""
+    text = path.read_text(encoding="utf-8")
+    body = ["### Capacity", "", f"Measured with `{command}`: 1, 2, 4, 6, 8, ... loopback clients streaming real "
+            "speech with pauses, one worker and one per core, with batching (one step per tick for every "
+            "conversation of a worker) and without (each conversation stepped on its own, as before), the admission "
+            "control off so that the sweep finds the limit; then the server's own admission with its capacity "
+            "measured at start-up and two clients more than it.", ""]
+    if plot_path:
+        body += [f"![capacity]({plot_path})", ""]
+    body += [report, ""]
+    block = "\n".join(body) + "\n"
+    pattern = re.compile(r"^### Capacity\n.*?(?=^## |^### |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        latency = re.compile(r"(^## Latency\n.*?)(?=^## |\Z)", re.S | re.M)
+        if latency.search(text):
+            text = latency.sub(lambda mt: mt.group(1).rstrip("\n") + "\n\n" + block + "\n", text, count=1)
+        else:
+            text = text.rstrip("\n") + "\n\n## Latency\n\n" + block
+    path.write_text(text, encoding="utf-8")
 
 
 # --- the budget ----------------------------------------------------------------------------------
@@ -709,7 +1013,7 @@ def format_report(res: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for device, by_threads in res["components"].items():
         for threads, parts in by_threads.items():
-            for name in COMPONENTS:
+            for name in (c for c in COMPONENTS if c in parts):
                 s = parts[name]
                 lines.append(f"| {name} | {device} | {threads.split('_')[1]} | {_q(s)} | {_q(s, 'p95')} | {_q(s, 'p99')} | "
                              f"{s['cpu_p50']:.1f} | {s['rtf_p50']:.2f} |")
@@ -757,7 +1061,7 @@ def plot(res: dict, path) -> None:
     labels, data = [], []
     for device, by_threads in res["components"].items():
         for threads, parts in by_threads.items():
-            for name in COMPONENTS:
+            for name in (c for c in COMPONENTS if c in parts):
                 labels.append(f"{name}\n{device} {threads.split('_')[1]}t")
                 data.append(parts[name]["samples_ms"])
     ax.boxplot(data, whis=(1, 99), showfliers=False)
@@ -833,10 +1137,19 @@ def update_readme(path: Path, report: str, command: str, plot_path: str | None) 
             "is in `benchmark_latency.py`'s docstring; `--quick` runs in under a minute. The Mimi and EnCodec rows "
             "need `pip install --no-deps --target DIR moshi==0.2.13 encodec==0.1.1 einops` and `--peers_dir DIR` "
             "(a plain `pip install moshi` replaces torch 2.13 with 2.9). `python system_test.py` checks the whole "
-            "install (`--record DIR` records a demo conversation in Chromium).", ""]
+            "install (`--record DIR` records a demo conversation in Chromium).", "",
+            "How many conversations a server holds (each worker steps all of its conversations in one batched step "
+            "per frame, `frame_scheduler.py`): `python benchmark_latency.py --capacity --json docs/capacity.json "
+            "--plot docs/capacity.png --readme README.md` (batched and one at a time, one worker and one per core, "
+            "then the admission check; below, \"Capacity\"); whether it holds them for an hour: `python soak.py "
+            "--minutes 60 --json docs/soak.json --plot docs/soak.png --readme README.md` (below, \"Soak\"; "
+            "`tests/test_soak.py` runs two minutes of it).", ""]
     if plot_path:
         body += [f"![latency distributions]({plot_path})", ""]
     body += [report, ""]
+    kept = re.search(r"^### (Capacity|Soak)\n.*?(?=^## |\Z)", text, re.S | re.M)  # --capacity's, soak.py's
+    if kept:
+        body += [kept.group(0).rstrip("\n"), ""]
     section = "\n".join(body) + "\n"
     pattern = re.compile(r"^## Latency\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
@@ -860,6 +1173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s2s", help="S2S checkpoint (default checkpoints/s2s.safetensors)")
     p.add_argument("--voice_bank", help="voice bank (default checkpoints/voice_bank.json)")
     p.add_argument("--random_weights", action="store_true", help="ignore shipped checkpoints")
+    p.add_argument("--asr", help="ear checkpoint (default checkpoints/asr.safetensors)")
+    p.add_argument("--ear", choices=("auto", "on", "off"), default="auto",
+                   help="the server hears with the ear: auto when its checkpoint exists, on (a random one of the "
+                        "config's size when none is shipped), off")
     p.add_argument("--tiny", action="store_true", help="tiny random models (tests): plumbing, not figures")
     p.add_argument("--frames", type=int, help="timed frames per part (default 200, quick 25)")
     p.add_argument("--seconds", type=float, help="audio per client end to end (default 12, quick 3)")
@@ -868,6 +1185,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_e2e", action="store_true", help="skip the server")
     p.add_argument("--no_peers", action="store_true", help="skip Mimi/EnCodec")
     p.add_argument("--from_json", metavar="IN", help="no measuring: print, plot and write README from a saved --json")
+    p.add_argument("--capacity", action="store_true",
+                   help="the capacity sweep instead: 1, 2, 4, 6, 8, ... real-time clients, batched and not, one worker "
+                        "and one per core, then the admission control (README's '### Capacity')")
+    p.add_argument("--workers_list", help="worker counts of the capacity sweep (default 1,<cores>)")
+    p.add_argument("--modes", default="batched,unbatched", help="the capacity sweep's servers: batched, unbatched or both")
+    p.add_argument("--no_admission", action="store_true", help="the capacity sweep without the admission check")
     p.add_argument("--peers_dir", default=os.environ.get("TELUGU_S2S_PEERS"),
                    help="folder with moshi/encodec installed (pip install --no-deps --target DIR ...)")
     return p
@@ -952,6 +1275,8 @@ def run(args, log=print) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.capacity:
+        return main_capacity(args)
     if args.from_json:  # re-derive what is derived, so a newer report reads an older run
         res = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         res["budget"] = latency_budget(res["models"], res["components"]["cpu"], default_e2e(res))
@@ -965,6 +1290,23 @@ def main(argv=None) -> int:
     if args.readme:
         update_readme(Path(args.readme), report, shown_command(res["command"]),
                       args.plot and os.path.relpath(args.plot, Path(args.readme).parent))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=1, ensure_ascii=False), encoding="utf-8")
+    print(f"\n({res['elapsed_s']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+def main_capacity(args) -> int:
+    res = json.loads(Path(args.from_json).read_text(encoding="utf-8")) if args.from_json else \
+        run_capacity(args, log=lambda s: print(s, file=sys.stderr, flush=True))
+    report = format_capacity(res)
+    print(report)
+    if args.plot:
+        plot_capacity(res, args.plot)
+    if args.readme:
+        update_readme_capacity(Path(args.readme), report, shown_command(res["command"]),
+                               args.plot and os.path.relpath(args.plot, Path(args.readme).parent))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -240,7 +240,13 @@ class DataConfig:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
-    max_sessions: int = 2
+    max_sessions: int = 64  # connections at most; below it the workers' capacity decides (busy error)
+    # Conversations one worker steps in real time (its batch); 0: measured at start-up
+    # (frame_scheduler.measure_capacity), the largest batch whose tick fits realtime_load of a frame.
+    capacity: int = 0
+    realtime_load: float = 0.6  # the share of a frame a worker's tick may take; the rest is headroom
+    batching: bool = True  # false: each conversation stepped on its own (the baseline of the capacity sweep)
+    batch_wait_ms: float = 5.0  # a tick waits this long for the other conversations' frames of its period
     token: str = ""
     allowed_origins: list[str] = field(default_factory=list)
     max_message_bytes: int = 65536

@@ -48,6 +48,7 @@ import math
 import statistics
 import sys
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,19 +104,25 @@ def apply_rope(x, cos, sin):  # x [B, H, T, D], cos/sin [T, D/2]
 
 
 class KVCache:
-    """A fixed ring buffer of `capacity` keys and values for one attention layer.
+    """A fixed ring buffer of `capacity` keys and values for one attention layer, for a batch of
+    conversations (row b of k and v is conversation b).
 
     The key of position p is written, already rotated by RoPE at p, into slot p % capacity. Since
     attention over a set of keys does not depend on their order, the ring never needs shifting:
     once full, each new frame overwrites the oldest one, the query at position p sees exactly
     positions p - capacity + 1 .. p (the training mask's window), memory and step time stay
-    constant, and positions keep counting up for as long as the conversation runs."""
+    constant, and positions keep counting up for as long as the conversation runs.
+
+    Rows may stand at different positions (conversations that joined a batch at different times):
+    `append` then takes a RowPlan, each row writes its own slot and a mask hides the slots a
+    younger row has not filled yet. Slots fill in order from 0, so a row's valid slots are always
+    a prefix of the ring."""
 
     def __init__(self, batch: int, n_heads: int, head_dim: int, capacity: int, device=None):
         self.capacity = capacity
         self.k = torch.zeros(batch, n_heads, capacity, head_dim, device=device)
         self.v = torch.zeros_like(self.k)
-        self.count = 0  # positions written since reset
+        self.count = 0  # positions written since reset (all rows together; RowPlan rows keep their own)
 
     def reset(self):
         self.count = 0
@@ -124,14 +131,46 @@ class KVCache:
     def length(self) -> int:
         return min(self.count, self.capacity)
 
-    def append(self, k, v):
-        """k, v [B, H, 1, D] -> all cached keys and values [B, H, length, D], this one included."""
-        slot = self.count % self.capacity
-        self.k[:, :, slot] = k[:, :, 0]
-        self.v[:, :, slot] = v[:, :, 0]
-        self.count += 1
-        n = self.length  # slots fill in order from 0, so the valid ones are a prefix
-        return self.k[:, :, :n], self.v[:, :, :n]
+    def append(self, k, v, plan: "RowPlan | None" = None):
+        """k, v [B, H, 1, D] -> (keys, values [B, H, length, D], mask [B, 1, 1, length] or None).
+        Without a plan every row writes slot count % capacity (the depth transformer's tokens)."""
+        if plan is None:
+            slot = self.count % self.capacity
+            self.k[:, :, slot] = k[:, :, 0]
+            self.v[:, :, slot] = v[:, :, 0]
+            self.count += 1
+            n = self.length
+            return self.k[:, :, :n], self.v[:, :, :n], None
+        self.k[plan.rows, :, plan.slots] = k[:, :, 0]
+        self.v[plan.rows, :, plan.slots] = v[:, :, 0]
+        self.count = max(self.count, plan.length)
+        keys, values = self.k[:, :, :plan.length], self.v[:, :, :plan.length]
+        if not plan.all_rows:  # some conversations have no frame this tick: read only the others
+            keys, values = keys[plan.rows], values[plan.rows]
+        return keys, values, plan.mask
+
+
+@dataclass
+class RowPlan:
+    """Where one batched step writes and what it reads, shared by every layer: the rows stepped
+    (indices into the cache's batch), each row's slot (its position % capacity), how many slots
+    the oldest row fills, and the mask of the younger rows' empty slots (None when every row has
+    the same number of keys, so a batch of one attends exactly as a lone conversation did)."""
+    rows: torch.Tensor  # long [B]
+    slots: torch.Tensor  # long [B]
+    length: int
+    mask: torch.Tensor | None  # bool [B, 1, 1, length]
+    all_rows: bool
+
+    @staticmethod
+    def of(rows, positions, capacity: int, all_rows: bool) -> "RowPlan":
+        """rows, positions: lists of ints (the row of each conversation stepped, its step index)."""
+        filled = [min(p + 1, capacity) for p in positions]
+        length = max(filled)
+        mask = None
+        if min(filled) < length:
+            mask = (torch.arange(length)[None] < torch.tensor(filled)[:, None])[:, None, None, :]
+        return RowPlan(torch.tensor(rows), torch.tensor([p % capacity for p in positions]), length, mask, all_rows)
 
 
 class Attention(nn.Module):
@@ -157,13 +196,14 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
         return self.out(y.transpose(1, 2).reshape(B, T, C))
 
-    def step(self, x, cos, sin, cache: KVCache):
-        """One new position x [B, 1, C] attending to itself and the cached ones."""
+    def step(self, x, cos, sin, cache: KVCache, plan: RowPlan | None = None):
+        """One new position x [B, 1, C] attending to itself and the cached ones (cos, sin
+        [B, 1, 1, D/2]: each row at its own position)."""
         B, _, C = x.shape
         q, k, v = self._heads(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        keys, values = cache.append(k, v)
-        y = F.scaled_dot_product_attention(q, keys, values)
+        keys, values, mask = cache.append(k, v, plan)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(B, 1, C))
 
 
@@ -194,8 +234,8 @@ class Block(nn.Module):
         x = x + F.dropout(self.attn(self.norm1(x), cos, sin, mask), self.dropout, self.training)
         return x + F.dropout(self.mlp(self.norm2(x)), self.dropout, self.training)
 
-    def step(self, x, cos, sin, cache):
-        x = x + self.attn.step(self.norm1(x), cos, sin, cache)
+    def step(self, x, cos, sin, cache, plan=None):
+        x = x + self.attn.step(self.norm1(x), cos, sin, cache, plan)
         return x + self.mlp(self.norm2(x))
 
 
@@ -223,9 +263,9 @@ class Transformer(nn.Module):
     def new_caches(self, batch: int, capacity: int, device=None) -> list[KVCache]:
         return [KVCache(batch, self.n_heads, self.head_dim, capacity, device) for _ in self.blocks]
 
-    def step(self, x, cos, sin, caches: list[KVCache]):
+    def step(self, x, cos, sin, caches: list[KVCache], plan: RowPlan | None = None):
         for block, cache in zip(self.blocks, caches):
-            x = block.step(x, cos, sin, cache)
+            x = block.step(x, cos, sin, cache, plan)
         return self.norm(x)
 
 
@@ -569,16 +609,22 @@ class S2SModel(nn.Module):
 SILENCE_SETTLE_S = 4.0
 
 
+_SILENCE_CODES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # codec -> {K: codes}
+
+
 @torch.no_grad()
 def steady_silence_codes(codec, n_codebooks: int | None = None) -> torch.Tensor:
     """long [K]: the codes the codec gives long silence, which is what the agent channel of every
     training dialogue holds while the agent is quiet. The first second of zeros gives other codes
     (the causal encoder's start-up transient, about 24 frames for the shipped codec); forcing
     those made the agent hear itself in a state that only stage 1's never-speaking items had."""
-    device = next(codec.parameters()).device
-    zeros = torch.zeros(1, 1, int(SILENCE_SETTLE_S * codec.sample_rate) // codec.frame_size * codec.frame_size,
-                        device=device)
-    return codec.encode(zeros, n_codebooks)[0, :, -1].clone()
+    known = _SILENCE_CODES.setdefault(codec, {})  # once per codec, not per conversation (4 s of encoding)
+    if n_codebooks not in known:
+        device = next(codec.parameters()).device
+        zeros = torch.zeros(1, 1, int(SILENCE_SETTLE_S * codec.sample_rate) // codec.frame_size * codec.frame_size,
+                            device=device)
+        known[n_codebooks] = codec.encode(zeros, n_codebooks)[0, :, -1].clone()
+    return known[n_codebooks].clone()
 
 
 @dataclass
@@ -624,10 +670,316 @@ def sample_text(logits, temperature: float, top_k: int, word_temperature: float,
     return sample(words, word_temperature, top_k, generator)
 
 
+def sample_rows(logits, rows: list[int], settings: list[tuple[float, int]], generators: list) -> list[int]:
+    """One id for each of `rows` of logits [B, V], row b drawn with its own (temperature, top_k)
+    and generator exactly as `sample` draws it alone; rows that share settings share one top-k
+    and one softmax. Returns the ids in the order of `rows`."""
+    ids = {}
+    groups: dict[tuple[float, int], list[int]] = {}
+    for b in rows:
+        groups.setdefault(settings[b], []).append(b)
+    for (temperature, top_k), group in groups.items():
+        part = logits if len(group) == logits.shape[0] else logits[group]
+        if temperature <= 0:
+            ids.update(zip(group, part.argmax(-1).tolist()))
+            continue
+        if 0 < top_k < logits.shape[-1]:
+            values, indices = torch.topk(part, top_k)
+            probs = torch.softmax(values / temperature, dim=-1)
+            for j, b in enumerate(group):
+                ids[b] = int(indices[j, torch.multinomial(probs[j], 1, generator=generators[b])])
+        else:
+            probs = torch.softmax(part / temperature, dim=-1)
+            for j, b in enumerate(group):
+                ids[b] = int(torch.multinomial(probs[j], 1, generator=generators[b]))
+    return [ids[b] for b in rows]
+
+
+def _rows_of(state: dict, index, all_rows: bool) -> dict:
+    """A dict of batch-first tensors -> the same for `index` (all rows: the tensors themselves)."""
+    return dict(state) if all_rows else {k: v[index] for k, v in state.items()}
+
+
+def _put_rows(state: dict, index, new: dict, all_rows: bool) -> dict:
+    if all_rows:
+        return dict(new)
+    for k, v in new.items():
+        state[k][index] = v
+    return state
+
+
+class GeneratorBatch:
+    """Conversations stepped together, one forward pass per frame for all of them (a worker's frame
+    scheduler). Row r of the temporal KV caches, the codec encoder's stream state (the user's side,
+    when the model reads latents or codes) and the log-mel history belongs to self.gens[r]; each
+    conversation keeps its own position, previous tokens, forcing queues, sampling settings and
+    random generator on its StreamingGenerator.
+
+    Conversations join (`add`) and leave (`remove`) between steps; `step` runs any subset of them
+    (those with a frame this tick), each at its own RoPE position, with a mask over the ring
+    slots a younger conversation has not filled, so no one is padded to the longest. A lone
+    StreamingGenerator is a batch of one, stepped through exactly the same code."""
+
+    def __init__(self, model: "S2SModel", codec=None, device=None, ear=None):
+        self.model, self.codec, self.ear = model, codec, ear
+        self.device = device if device is not None else next(model.parameters()).device
+        self.gens: list[StreamingGenerator] = []
+        self.caches = model.temporal.new_caches(0, model.cfg.context_frames, self.device)
+        # The codec's whole stream state, not only the encoder's: which modules encoding touches is
+        # the codec's business.
+        self.encoder_state = codec.init_state(0, self.device) if codec is not None else {}
+        mel = model.cfg.user_input == "mel"
+        self.mel_history = torch.zeros(0, model.log_mel.context, device=self.device) if mel else None
+        hears = ear is not None and model.cfg.user_input == "ear"  # the frozen ear turns pcm into the user stream
+        self.ear_state = ear.init_state(0, self.device) if hears else None
+        self.depth_rope = rope(torch.arange(model.n_codebooks, device=self.device), model.depth.head_dim)
+        self._depth_caches: dict[int, list[KVCache]] = {}
+
+    def __len__(self) -> int:
+        return len(self.gens)
+
+    # --- rows -------------------------------------------------------------------------------------
+    def _fresh_row(self):
+        m, dev = self.model, self.device
+        enc = self.codec.init_state(1, dev) if self.codec is not None else {}
+        mel = torch.zeros(1, m.log_mel.context, device=dev) if self.mel_history is not None else None
+        ear = self.ear.init_state(1, dev) if self.ear_state is not None else None
+        return None, enc, mel, ear
+
+    def _row(self, r: int):
+        kv = [(c.k[r:r + 1], c.v[r:r + 1]) for c in self.caches]
+        enc = {k: v[r:r + 1] for k, v in self.encoder_state.items()}
+        mel = self.mel_history[r:r + 1] if self.mel_history is not None else None
+        ear = self.ear_state.row(r) if self.ear_state is not None else None
+        return kv, enc, mel, ear
+
+    @torch.inference_mode()
+    def add(self, gen: "StreamingGenerator") -> None:
+        """Make `gen` the last row, bringing its caches and stream state from the batch it was in
+        (a new generator brings a fresh row)."""
+        if gen.model is not self.model or gen.codec is not self.codec or gen.ear is not self.ear:
+            raise ValueError("a batch steps one model, one codec and one ear")
+        old = gen.batch
+        kv, enc, mel, ear = old._row(gen.row) if old is not None else self._fresh_row()
+        for i, c in enumerate(self.caches):  # a new row's keys need no zeroing: its position masks them
+            k, v = kv[i] if kv is not None else (c.k.new_zeros(1, *c.k.shape[1:]),) * 2
+            c.k, c.v = torch.cat([c.k, k]), torch.cat([c.v, v])
+        self.encoder_state = {k: torch.cat([v, enc[k]]) for k, v in self.encoder_state.items()}
+        if mel is not None:
+            self.mel_history = torch.cat([self.mel_history, mel])
+        if ear is not None:
+            self.ear_state = self.ear_state.join(ear)
+        if old is not None:  # only now: leaving moves another row into the one just copied
+            old.remove(gen)
+        gen.batch, gen.row = self, len(self.gens)
+        self.gens.append(gen)
+
+    @torch.inference_mode()
+    def remove(self, gen: "StreamingGenerator") -> None:
+        """Drop `gen`'s row: the last row moves into its place (one row copied, not the batch)."""
+        r, last = gen.row, len(self.gens) - 1
+        if self.gens[r] is not gen:
+            raise ValueError("not a conversation of this batch")
+        if r != last:
+            for c in self.caches:
+                c.k[r], c.v[r] = c.k[last], c.v[last]
+            for v in self.encoder_state.values():
+                v[r] = v[last]
+            if self.mel_history is not None:
+                self.mel_history[r] = self.mel_history[last]
+            self.gens[r] = self.gens[last]
+            self.gens[r].row = r
+        for c in self.caches:
+            c.k, c.v = c.k[:last], c.v[:last]
+        self.encoder_state = {k: v[:last] for k, v in self.encoder_state.items()}
+        if self.mel_history is not None:
+            self.mel_history = self.mel_history[:last]
+        if self.ear_state is not None:
+            self.ear_state = self.ear_state.leave(r)  # moves the last row into r, as above
+        self.gens.pop()
+        gen.batch, gen.row = None, -1
+
+    @torch.inference_mode()
+    def reset_row(self, gen: "StreamingGenerator") -> None:
+        """The conversation starts over: fresh stream state (its old keys are masked by position 0)."""
+        _, enc, mel, ear = self._fresh_row()
+        for k, v in self.encoder_state.items():
+            v[gen.row] = enc[k][0]
+        if mel is not None:
+            self.mel_history[gen.row] = mel[0]
+        if ear is not None:
+            self.ear_state.reset_row(gen.row)
+
+    # --- one frame for several conversations ------------------------------------------------------
+    def _user_embedding(self, gens, frames, index, all_rows: bool):
+        m = self.model
+        kind, B = m.cfg.user_input, len(frames)
+        frames = [torch.as_tensor(f, device=self.device) for f in frames]
+        is_pcm = frames[0].is_floating_point() and frames[0].numel() == m.frame_size
+        if kind == "mel":
+            pcm = torch.stack([f.reshape(-1) for f in frames]).float()
+            history = self.mel_history if all_rows else self.mel_history[index]
+            feats = m.log_mel(pcm, history)
+            new = torch.cat([history, pcm], dim=-1)[:, -m.log_mel.context:]
+            if all_rows:
+                self.mel_history = new
+            else:
+                self.mel_history[index] = new
+            return m._user_from_features(feats)
+        if kind == "ear" and is_pcm:
+            if self.ear_state is None:
+                raise ValueError("a pcm frame needs the ear for user_input='ear': model.streaming(ear=...)")
+            pcm = torch.stack([f.reshape(-1) for f in frames]).float()
+            pieces, feats, speech, self.ear_state = self.ear.step(pcm, self.ear_state, rows=None if all_rows else index)
+            for g, piece, prob in zip(gens, pieces, speech[:, -1].tolist()):
+                g.ear_heard = (piece, prob)
+            return m._user_from_features(feats)
+        if is_pcm and kind != "ear":
+            if self.codec is None:
+                raise ValueError(f"a pcm frame needs the codec for user_input={kind!r}: model.streaming(codec=...)")
+            state = _rows_of(self.encoder_state, index, all_rows)
+            pcm = torch.stack([f.reshape(1, -1) for f in frames]).float()
+            latent = self.codec.encoder(pcm, state)  # [B, latent, 1]
+            self.encoder_state = _put_rows(self.encoder_state, index, state, all_rows)
+            if kind == "latent":
+                return m._user_from_features(latent.transpose(1, 2))
+            codes = self.codec.quantizer.encode(latent, m.n_codebooks)[:, :, 0]
+        elif kind in ("latent", "ear"):  # features given: the codec's latent, or the ear's (a frame scheduler ran it)
+            return m._user_from_features(torch.stack([f.reshape(1, -1) for f in frames]).float())
+        else:
+            codes = torch.stack([f.reshape(-1)[:m.n_codebooks] for f in frames]).long()
+        return m.user_code_emb(codes + m.user_code_offsets).sum(dim=1, keepdim=True)
+
+    def depth_caches(self, batch: int) -> list[KVCache]:
+        if batch not in self._depth_caches:
+            self._depth_caches[batch] = self.model.depth.new_caches(batch, self.model.n_codebooks, self.device)
+        return self._depth_caches[batch]
+
+    @torch.inference_mode()
+    def step(self, gens: list["StreamingGenerator"], frames: list) -> list["StepOutput"]:
+        """One frame for each of `gens` (members of this batch, each at most once): the user's frame
+        as StreamingGenerator.step takes it (all of one kind). Returns their StepOutputs in order."""
+        if not gens:
+            return []
+        order = sorted(range(len(gens)), key=lambda i: gens[i].row)  # the caches' row order
+        gens, frames = [gens[i] for i in order], [frames[i] for i in order]
+        outs = self._step(gens, frames)
+        result = [None] * len(outs)
+        for i, out in zip(order, outs):
+            result[i] = out
+        return result
+
+    def _step(self, gens, frames):
+        m = self.model
+        positions = [g.step_index for g in gens]
+        for g, s in zip(gens, positions):  # a token forced for this step by StreamingGenerator.step's arguments
+            if g.forced_agent_text is not None:
+                g.forced_text[s] = g.forced_agent_text
+            if g.forced_agent_codes is not None:
+                g.force_agent_codes(g.forced_agent_codes, s)
+        h = self._temporal(gens, frames, positions)  # [B, 1, d]
+        user_logits, agent_logits = m.user_text_head(h)[:, 0], m.agent_text_head(h)[:, 0]
+        user_ids, text_ids = self._text(gens, positions, user_logits, agent_logits)
+        codes, code_logits = self._depth(gens, positions, h, text_ids)
+        p_text = torch.softmax(agent_logits.float(), dim=-1)
+        outs = []
+        for b, (g, s) in enumerate(zip(gens, positions)):
+            g.forced_codes.pop(s - m.delay, None)
+            g.forced_agent_text = g.forced_agent_codes = g.forced_user_text = None
+            # Frame s - delay is complete now: its codebook 0 from `delay` steps ago, the rest from now.
+            row = codes[b]
+            g.first_codes.append(row[0].clone())
+            frame_codes = None
+            if s >= m.delay:
+                frame_codes = row.clone()
+                frame_codes[0] = g.first_codes[0]
+            g.prev_agent_text, g.prev_user_text, g.prev_codes = text_ids[b], user_ids[b], row
+            g.step_index += 1
+            piece = g.tokenizer.piece if g.tokenizer is not None else (lambda i: "")
+            outs.append(StepOutput(s, frame_codes, text_ids[b], piece(text_ids[b]), user_ids[b], piece(user_ids[b]),
+                                   {"user_text": user_logits[b], "agent_text": agent_logits[b],
+                                    "agent_codes": code_logits[b]},
+                                   1.0 - float(p_text[b, g.pad_id])))
+        return outs
+
+    def _temporal(self, gens, frames, positions):
+        """The summed inputs of every row -> the temporal transformer, each row at its position."""
+        m, dev, B = self.model, self.device, len(gens)
+        rows = [g.row for g in gens]
+        all_rows = rows == list(range(len(self.gens)))
+        index = torch.tensor(rows, device=dev)
+        plan = RowPlan.of(rows, positions, m.cfg.context_frames, all_rows)
+        plan.rows, plan.slots = plan.rows.to(dev), plan.slots.to(dev)
+        if plan.mask is not None:
+            plan.mask = plan.mask.to(dev)
+        voices = torch.cat([g.voice for g in gens]) if B > 1 else gens[0].voice
+        clocks = torch.cat([g.clock for g in gens]) if B > 1 else gens[0].clock
+        x = self._user_embedding(gens, frames, index, all_rows) + voices + clocks
+        x = x + m.embed_previous(torch.tensor([[g.prev_agent_text] for g in gens], device=dev),
+                                 torch.stack([g.prev_codes for g in gens]).view(B, m.n_codebooks, 1),
+                                 torch.tensor([[g.prev_user_text] for g in gens], device=dev))
+        cos, sin = rope(torch.tensor(positions, device=dev), m.temporal.head_dim)
+        return m.temporal.step(x, cos[:, None, None], sin[:, None, None], self.caches, plan)
+
+    def _text(self, gens, positions, user_logits, agent_logits):
+        """The user transcript (greedy) and the agent's text (each row its own sampling and forcing)."""
+        user_ids, text_ids = user_logits.argmax(-1).tolist(), []
+        for b, (g, s) in enumerate(zip(gens, positions)):
+            if g.forced_user_text is not None:
+                user_ids[b] = g.forced_user_text
+            text_id = g.forced_text.pop(s, None)
+            if text_id is None:
+                text_id = sample_text(agent_logits[b], g.text_temperature, g.text_top_k,
+                                      self.model.cfg.text_word_temperature, g.pad_id, g.rng,
+                                      allow_pad=s != g.no_pad_step)
+            text_ids.append(text_id)
+        return user_ids, text_ids
+
+    def _depth(self, gens, positions, h, text_ids):
+        """Codebook 0 of frame s, then codebooks 1.. of frame s - delay, every row at once: codes
+        long [B, K] (step time) and their logits [B, K, card]."""
+        m, dev, B = self.model, self.device, len(gens)
+        K, delay = m.n_codebooks, m.delay
+        forced_now = [g.forced_codes.get(s) for g, s in zip(gens, positions)]  # frame s: its codebook 0
+        forced_late = [g.forced_codes.get(s - delay) for g, s in zip(gens, positions)]  # frame s - delay
+        settings = [(g.temperature, g.top_k) for g in gens]
+        rngs = [g.rng for g in gens]
+        codes = torch.empty(B, K, dtype=torch.long, device=dev)
+        proj = m.depth_in(h).view(B, K, -1)
+        caches = self.depth_caches(B)
+        for c in caches:
+            c.reset()
+        token = m.depth_text_emb.weight[torch.tensor(text_ids, device=dev)]
+        code_logits = []
+        dcos, dsin = self.depth_rope
+        for k in range(K):
+            y = m.depth.step((proj[:, k] + token).view(B, 1, -1), dcos[k:k + 1], dsin[k:k + 1], caches)
+            logits = F.linear(y[:, 0], m.code_heads[k])  # [B, card]
+            code_logits.append(logits)
+            column, free = [0] * B, []
+            for b in range(B):
+                if k > 0 and positions[b] < delay:
+                    column[b] = m.empty_code  # no frame s - delay yet: training saw the empty token here
+                elif k == 0 and forced_now[b] is not None:
+                    column[b] = int(forced_now[b][0])
+                elif k > 0 and forced_late[b] is not None:
+                    column[b] = int(forced_late[b][k])
+                else:
+                    free.append(b)
+            for b, code in zip(free, sample_rows(logits, free, settings, rngs)):
+                column[b] = code
+            codes[:, k] = torch.tensor(column, device=dev)
+            if k + 1 < K:
+                token = m.depth_code_emb.weight[k * (m.card + 1) + codes[:, k]]
+        return codes, torch.stack(code_logits, dim=1)
+
+
 class StreamingGenerator:
-    """One conversation: KV caches, the previous step's tokens, the forcing queues. Step once per
-    frame with the user's frame: pcm [frame_size] for "mel" (and, given a codec, for "latent" and
-    "codes" too), else the codec's latent [latent_dim] or codes [>=K] for that frame.
+    """One conversation: its position, the previous step's tokens, the forcing queues, its sampling
+    settings and random generator; its KV caches and stream state are a row of the GeneratorBatch
+    it belongs to (its own batch of one until a frame scheduler adds it to a shared one). Step once
+    per frame with the user's frame: pcm [frame_size] for "mel" (and, given a codec, for "latent"
+    and "codes" too), else the codec's latent [latent_dim] or codes [>=K] for that frame.
 
     The user transcript is always greedy (it is recognition, not generation); the agent's text
     is sampled with text_temperature and text_top_k, its codes with temperature and top_k.
@@ -648,22 +1000,23 @@ class StreamingGenerator:
         self.device = device = next(model.parameters()).device
         self.rng = torch.Generator(device=device)
         self.seed = seed
-        s = model.cfg
-        K = model.n_codebooks
         with torch.inference_mode():
             self.voice = model.voice_bias(voice, 1, device)  # [1, 1, d]: added to every frame
-            self.depth_rope = rope(torch.arange(K, device=device), model.depth.head_dim)
         self.set_now(now)
-        self.caches = model.temporal.new_caches(1, s.context_frames, device)
-        self.depth_caches = model.depth.new_caches(1, K, device)
-        self.silence_codes = None if codec is None else steady_silence_codes(codec, K).to(device)
+        self.silence_codes = None if codec is None else steady_silence_codes(codec, model.n_codebooks).to(device)
+        self.batch: GeneratorBatch | None = None
+        self.row = -1
+        GeneratorBatch(model, codec, device, ear).add(self)
         self.reset()
+
+    @property
+    def caches(self) -> list[KVCache]:
+        """The temporal KV caches of this conversation's batch (row self.row is its own)."""
+        return self.batch.caches
 
     def reset(self):
         """Start the conversation over (same voice and settings); buffers are reused."""
         m = self.model
-        for c in self.caches + self.depth_caches:
-            c.reset()
         self.step_index = 0
         self.prev_agent_text = m.text_start
         self.prev_user_text = m.text_start
@@ -671,11 +1024,11 @@ class StreamingGenerator:
         self.first_codes = deque(maxlen=m.delay + 1)  # codebook 0 of the frames not yet complete
         self.forced_text: dict[int, int] = {}
         self.forced_codes: dict[int, torch.Tensor] = {}
+        self.forced_agent_text = self.forced_agent_codes = self.forced_user_text = None  # step()'s arguments
         self.no_pad_step = -1  # prompt_answer(): this step's text may not be PAD
-        self.mel_history = torch.zeros(1, m.log_mel.context, device=self.device) if m.cfg.user_input == "mel" else None
-        self.codec_state = self.codec.init_state(1, self.device) if self.codec is not None else None
-        self.ear_state = self.ear.init_state(1, self.device) if self.ear is not None else None
         self.ear_heard = ("", 0.0)  # the ear's text piece and speech probability of the last pcm frame
+        if self.batch is not None:
+            self.batch.reset_row(self)
         if self.seed is not None:
             self.rng.manual_seed(self.seed)
         else:
@@ -712,104 +1065,15 @@ class StreamingGenerator:
             self.force_agent_codes(self.silence_codes, f)
 
     # --- one frame ---------------------------------------------------------------------------
-    def _user_embedding(self, frame):
-        m = self.model
-        kind = m.cfg.user_input
-        frame = torch.as_tensor(frame, device=self.device)
-        is_pcm = frame.is_floating_point() and frame.numel() == m.frame_size
-        if kind == "mel":
-            pcm = frame.reshape(1, -1).float()
-            feats = m.log_mel(pcm, self.mel_history)
-            self.mel_history = torch.cat([self.mel_history, pcm], dim=-1)[:, -m.log_mel.context:]
-            return m._user_from_features(feats)
-        if kind == "ear" and is_pcm:
-            if self.ear is None:
-                raise ValueError("a pcm frame needs the ear for user_input='ear': model.streaming(ear=...)")
-            pieces, feats, speech, self.ear_state = self.ear.step(frame.reshape(1, -1).float(), self.ear_state)
-            self.ear_heard = (pieces[0], float(speech[0, -1]))
-            return m._user_from_features(feats)
-        if is_pcm and kind != "ear":
-            if self.codec is None:
-                raise ValueError(f"a pcm frame needs the codec for user_input={kind!r}: model.streaming(codec=...)")
-            state = dict(self.codec_state)
-            latent = self.codec.encoder(frame.reshape(1, 1, -1).float(), state)  # [1, latent, 1]
-            self.codec_state = state
-            if kind == "latent":
-                return m._user_from_features(latent.transpose(1, 2))
-            frame = self.codec.quantizer.encode(latent, m.n_codebooks)[0, :, 0]
-        if kind in ("latent", "ear"):
-            return m._user_from_features(frame.reshape(1, 1, -1).float())
-        codes = frame.reshape(-1)[:m.n_codebooks].long()
-        return m.user_code_emb(codes + m.user_code_offsets).sum(dim=0).view(1, 1, -1)
-
-    @torch.inference_mode()
     def step(self, user_frame, agent_text: int | None = None, agent_codes=None,
              user_text: int | None = None) -> StepOutput:
-        """One frame in, one out. agent_text / agent_codes ([K], this step's frame) / user_text
-        force this step's tokens (teacher forcing) instead of predicting them."""
-        m, s = self.model, self.step_index
-        K, delay = m.n_codebooks, m.delay
-        if agent_text is not None:
-            self.forced_text[s] = int(agent_text)
-        if agent_codes is not None:
-            self.force_agent_codes(agent_codes, s)
-
-        x = self._user_embedding(user_frame) + self.voice + self.clock
-        x = x + m.embed_previous(torch.tensor([[self.prev_agent_text]], device=self.device),
-                                 self.prev_codes.view(1, K, 1),
-                                 torch.tensor([[self.prev_user_text]], device=self.device))
-        cos, sin = rope(torch.tensor([s], device=self.device), m.temporal.head_dim)
-        h = m.temporal.step(x, cos, sin, self.caches)  # [1, 1, d]
-
-        user_logits = m.user_text_head(h)[0, 0]
-        agent_logits = m.agent_text_head(h)[0, 0]
-        user_id = int(user_logits.argmax()) if user_text is None else int(user_text)
-        text_id = self.forced_text.pop(s, None)
-        if text_id is None:
-            text_id = sample_text(agent_logits, self.text_temperature, self.text_top_k,
-                                  self.model.cfg.text_word_temperature, self.pad_id, self.rng,
-                                  allow_pad=s != self.no_pad_step)
-
-        # Depth: codebook 0 of frame s, then codebooks 1.. of frame s - delay.
-        forced_now = self.forced_codes.get(s)  # frame s: its codebook 0 is due now
-        forced_late = self.forced_codes.get(s - delay)  # frame s - delay: codebooks 1.. due now
-        codes = torch.empty(K, dtype=torch.long, device=self.device)
-        proj = m.depth_in(h).view(K, -1)
-        for c in self.depth_caches:
-            c.reset()
-        token = m.depth_text_emb.weight[text_id]
-        code_logits = []
-        dcos, dsin = self.depth_rope
-        for k in range(K):
-            y = m.depth.step((proj[k] + token).view(1, 1, -1), dcos[k:k + 1], dsin[k:k + 1], self.depth_caches)
-            logits = F.linear(y[0, 0], m.code_heads[k])
-            code_logits.append(logits)
-            if k > 0 and s < delay:
-                code = m.empty_code  # no frame s - delay yet: training saw the empty token here
-            elif k == 0 and forced_now is not None:
-                code = int(forced_now[0])
-            elif k > 0 and forced_late is not None:
-                code = int(forced_late[k])
-            else:
-                code = sample(logits, self.temperature, self.top_k, self.rng)
-            codes[k] = code
-            if k + 1 < K:
-                token = m.depth_code_emb.weight[k * (m.card + 1) + code]
-        self.forced_codes.pop(s - delay, None)
-
-        # Frame s - delay is complete now: its codebook 0 from `delay` steps ago, the rest from now.
-        self.first_codes.append(codes[0].clone())
-        frame_codes = None
-        if s >= delay:
-            frame_codes = codes.clone()
-            frame_codes[0] = self.first_codes[0]
-        self.prev_agent_text, self.prev_user_text, self.prev_codes = text_id, user_id, codes
-        self.step_index += 1
-        piece = self.tokenizer.piece if self.tokenizer is not None else (lambda i: "")
-        return StepOutput(s, frame_codes, text_id, piece(text_id), user_id, piece(user_id),
-                          {"user_text": user_logits, "agent_text": agent_logits,
-                           "agent_codes": torch.stack(code_logits)},
-                          1.0 - float(torch.softmax(agent_logits.float(), dim=-1)[self.pad_id]))
+        """One frame in, one out (this conversation alone, or as a batch's only stepped row).
+        agent_text / agent_codes ([K], this step's frame) / user_text force this step's tokens
+        (teacher forcing) instead of predicting them."""
+        self.forced_agent_text = None if agent_text is None else int(agent_text)
+        self.forced_agent_codes = agent_codes
+        self.forced_user_text = None if user_text is None else int(user_text)
+        return self.batch.step([self], [user_frame])[0]
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -998,9 +1262,10 @@ def benchmark(cfg: Config, steps: int = 200, warm_frames: int | None = None) -> 
         torch.randn(cfg.codec.latent_dim) if cfg.s2s.user_input == "latent" else torch.zeros(model.n_codebooks, dtype=torch.long))
     # Fill the cache cheaply: the cost of a step depends on how many keys are cached, not on which.
     warm = cfg.s2s.context_frames if warm_frames is None else warm_frames
-    for c in gen.caches:
-        c.k.normal_(), c.v.normal_()
-        c.count = warm
+    with torch.inference_mode():  # the batch's caches are inference tensors
+        for c in gen.caches:
+            c.k.normal_(), c.v.normal_()
+            c.count = warm
     gen.step_index = warm
     for _ in range(10):
         gen.step(frame)

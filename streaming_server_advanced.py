@@ -37,11 +37,19 @@ session_limit (1008 policy violation); internal (1011); busy (1013 try again lat
 message (it is not reading), a bad Origin or a wrong ?token= is refused at the handshake (HTTP
 403 / 401).
 
-Capacity: one conversation costs about 13 ms of CPU per 40 ms frame with the default-size models
-(S2S 14.4 M + codec 7.4 M parameters, one thread). Measured with `python s2s_client.py bench` on
-a 2-core machine, the server given CPU priority over two training jobs running beside it: 3
-concurrent conversations hold real time (round trip p95 under 40 ms), 4 do not (p95 about 200 ms);
-ServerConfig.max_sessions defaults to 2 for headroom.
+Serving many conversations (frame_scheduler.py): each worker is one model thread whose
+conversations are rows of one batch; every tick steps the ear, the S2S model and the codec decoder
+once over all of its conversations that have a frame, then each conversation's ContextManager. A
+new conversation goes to the worker with the fewest. Capacity (conversations per worker in real
+time) is server.capacity, or measured at start-up (frame_scheduler.measure_capacity); beyond
+workers x capacity (or server.max_sessions) the next connection gets the busy error (1013), so the
+admitted ones stay real time. /health and /metrics report sessions, capacity, the tick time and
+the batch size.
+
+The ear (telugu_asr.py; --asr PATH, default checkpoints/asr.safetensors when it exists, --no_asr
+without): its recognised text is the user's transcript (0x03 pieces, a word at a time, and the
+turn history) and its speech probability the user's voice activity. The S2S model still reads its
+own user stream; without an ear the transcript is the S2S model's own, as before.
 """
 from __future__ import annotations
 
@@ -67,6 +75,7 @@ from pathlib import Path
 import numpy as np
 
 from config import Config, ConfigError, add_config_args, load_config, resolve_preset
+from frame_scheduler import Conversation, FrameOut, Tick, Worker, measure_capacity  # noqa: F401 (re-exported)
 
 __version__ = "0.1.0"
 
@@ -76,7 +85,6 @@ STATIC_DIR = ROOT / "static"
 KIND_AUDIO, KIND_AGENT_TEXT, KIND_USER_TEXT = 0x01, 0x02, 0x03
 CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1001, 1008, 1009, 1011, 1013
 MAX_PROTOCOL_ERRORS = 32  # recoverable errors one connection may cause before it is closed
-STATS_EVERY_S = 1.0
 # The kernel's send buffer per connection, fixed instead of autotuned (which grows to megabytes):
 # with it, a client that stops reading shows up as a full send queue within seconds. 64 KiB is
 # over a second of 24 kHz PCM16, far more than any working network needs in flight.
@@ -151,31 +159,44 @@ class Metrics:
         self.compute = Histogram("s2s_frame_compute_seconds", "model compute per 40 ms frame", latency_buckets)
         self.e2e = Histogram("s2s_frame_e2e_seconds",
                              "input frame complete to its output frame handed to the socket", latency_buckets)
+        self.tick = Histogram("s2s_tick_seconds", "one worker tick: every conversation's frame in one batched step",
+                              latency_buckets)
+        self.batch = Histogram("s2s_tick_batch", "conversations stepped per tick", (1, 2, 4, 6, 8, 12, 16, 24, 32, 64))
         self.frames = 0
         self.sessions_total = 0
         self.barge_ins = 0
         self.errors: collections.Counter = collections.Counter()
         self.closes: collections.Counter = collections.Counter()
 
-    def render(self, active_sessions: int, max_sessions: int, uptime_s: float) -> str:
+    def render(self, active_sessions: int, max_sessions: int, uptime_s: float, capacity: int = 0,
+               workers: list | None = None) -> str:
         lines = ["# HELP s2s_sessions_active conversations connected now", "# TYPE s2s_sessions_active gauge",
                  f"s2s_sessions_active {active_sessions}",
                  "# HELP s2s_sessions_max the configured limit", "# TYPE s2s_sessions_max gauge",
                  f"s2s_sessions_max {max_sessions}",
-                 "# HELP s2s_sessions_total connections accepted", "# TYPE s2s_sessions_total counter",
-                 f"s2s_sessions_total {self.sessions_total}",
-                 "# HELP s2s_frames_total audio frames processed", "# TYPE s2s_frames_total counter",
-                 f"s2s_frames_total {self.frames}",
-                 "# HELP s2s_barge_ins_total user interruptions of the agent", "# TYPE s2s_barge_ins_total counter",
-                 f"s2s_barge_ins_total {self.barge_ins}",
-                 "# HELP s2s_uptime_seconds time since start", "# TYPE s2s_uptime_seconds gauge",
-                 f"s2s_uptime_seconds {uptime_s:.1f}",
-                 "# HELP s2s_errors_total error messages and refusals by code", "# TYPE s2s_errors_total counter"]
+                 "# HELP s2s_capacity conversations the workers hold in real time (admission limit)",
+                 "# TYPE s2s_capacity gauge", f"s2s_capacity {capacity}",
+                 "# HELP s2s_worker_conversations conversations on each worker", "# TYPE s2s_worker_conversations gauge"]
+        lines += [f's2s_worker_conversations{{worker="{w["worker"]}"}} {w["conversations"]}' for w in workers or []]
+        lines += ["# HELP s2s_worker_tick_p50_seconds median tick of each worker (last 500 ticks)",
+                  "# TYPE s2s_worker_tick_p50_seconds gauge"]
+        lines += [f's2s_worker_tick_p50_seconds{{worker="{w["worker"]}"}} {w["tick_ms"].get("p50", 0) / 1000:.6f}'
+                  for w in workers or []]
+        lines += ["# HELP s2s_sessions_total connections accepted", "# TYPE s2s_sessions_total counter",
+                  f"s2s_sessions_total {self.sessions_total}",
+                  "# HELP s2s_frames_total audio frames processed", "# TYPE s2s_frames_total counter",
+                  f"s2s_frames_total {self.frames}",
+                  "# HELP s2s_barge_ins_total user interruptions of the agent", "# TYPE s2s_barge_ins_total counter",
+                  f"s2s_barge_ins_total {self.barge_ins}",
+                  "# HELP s2s_uptime_seconds time since start", "# TYPE s2s_uptime_seconds gauge",
+                  f"s2s_uptime_seconds {uptime_s:.1f}",
+                  "# HELP s2s_errors_total error messages and refusals by code", "# TYPE s2s_errors_total counter"]
         lines += [f's2s_errors_total{{code="{code}"}} {n}' for code, n in sorted(self.errors.items())]
         lines += ["# HELP s2s_closes_total connections closed by the server, by close code",
                   "# TYPE s2s_closes_total counter"]
         lines += [f's2s_closes_total{{code="{code}"}} {n}' for code, n in sorted(self.closes.items())]
-        return "\n".join(lines + self.compute.render() + self.e2e.render()) + "\n"
+        return "\n".join(lines + self.compute.render() + self.e2e.render() + self.tick.render()
+                         + self.batch.render()) + "\n"
 
 
 async def close_ws(ws, code: int = 1000, reason: str = "", timeout: float = 2.0) -> None:
@@ -206,6 +227,7 @@ class Models:
     tokenizer: object | None
     voices: dict  # name -> {"gender": str, "embedding": tensor [voice_dim] or None}
     info: dict = field(default_factory=dict)  # what /health reports
+    ear: object | None = None  # telugu_asr.Ear: the user's transcript and voice activity; None: the S2S model's
 
     @property
     def frame_size(self) -> int:
@@ -265,8 +287,22 @@ def load_voices(path, voice_dim: int | None) -> tuple[dict, str]:
     return voices, str(bank_path)
 
 
+def load_ear(path, codec, device: str = "cpu"):
+    """The ear at `path`, or the shipped one when it exists (None without one: the S2S model's own
+    transcript and the energy VAD serve, as before the ear)."""
+    import telugu_asr
+
+    if path is None and not telugu_asr.SHIPPED.exists():
+        return None, None
+    ear = telugu_asr.load(path, device=device)
+    if ear.frame_size != codec.frame_size or ear.sample_rate != codec.sample_rate:
+        raise ValueError(f"the ear ({path or telugu_asr.SHIPPED}: {ear.frame_size} samples at {ear.sample_rate} Hz) "
+                         f"does not match the codec ({codec.frame_size} at {codec.sample_rate} Hz)")
+    return ear, str(path or telugu_asr.SHIPPED)
+
+
 def load_models(cfg: Config, codec_path=None, s2s_path=None, voice_bank_path=None,
-                random_weights: bool = False, device: str = "cpu") -> Models:
+                random_weights: bool = False, device: str = "cpu", asr_path=None, use_asr: bool = True) -> Models:
     import torch
 
     import s2s_transformer
@@ -300,99 +336,15 @@ def load_models(cfg: Config, codec_path=None, s2s_path=None, voice_bank_path=Non
             f"{codec.cfg.codebook_size} codes, {codec.sample_rate} Hz) does not match the S2S model "
             f"({s2s_info}: frame_size {s2s.frame_size}, {s2s.n_codebooks} x {s2s.card} codes)")
     voices, bank_info = load_voices(voice_bank_path, s2s.voice_in.in_features)
+    ear, ear_info = load_ear(asr_path, codec, device) if use_asr else (None, None)
+    if getattr(s2s.cfg, "user_input", "") == "ear" and ear is None:
+        raise ValueError(f"the S2S model ({s2s_info}) hears through the ear: pass --asr (its ear checkpoint)")
     params = sum(p.numel() for p in s2s.parameters())
     info = {"codec": codec_info, "s2s": s2s_info, "voice_bank": bank_info or None, "device": device,
-            "s2s_params": params, "codec_params": sum(p.numel() for p in codec.parameters())}
-    return Models(codec, s2s, getattr(s2s, "tokenizer", None), voices, info)
-
-
-# --- one conversation: runs in a worker thread, one frame at a time ------------------------------
-
-@dataclass
-class FrameOut:
-    audio: bytes  # PCM16 LE, exactly frame_size samples
-    agent_text: str
-    user_text: str
-    state: str | None  # the new turn state when it changed this frame
-    barge_in: bool
-    compute_ms: float
-    stats: dict | None  # the conversation's figures, every STATS_EVERY_S
-
-
-class Conversation:
-    """The model state of one conversation: the S2S generator (which owns the user-side codec
-    encoder state when the model reads codes or latents), the codec decoder state for the agent's
-    voice, and the ContextManager. Not thread-safe: its session steps it one frame at a time."""
-
-    def __init__(self, models: Models, cfg: Config, voice: str, temperature=None, top_k=None, seed=None,
-                 text_temperature=None, text_top_k=None):
-        import torch
-
-        from context_manager import ContextManager
-
-        self.torch = torch
-        self.models = models
-        self.cfg = cfg
-        self.voice = voice
-        codec, s2s = models.codec, models.s2s
-        with torch.inference_mode():
-            self.gen = s2s.streaming(voice=models.voices[voice]["embedding"], temperature=temperature,
-                                     top_k=top_k, seed=seed, codec=codec, tokenizer=models.tokenizer,
-                                     text_temperature=text_temperature, text_top_k=text_top_k,
-                                     now=self._minute())
-            self.decoder_state = codec.init_state(1, models.device)  # on the models' device (CUDA too)
-        self.ctx = ContextManager(cfg.context, frame_ms=round(models.frame_ms))
-        self.silence = np.zeros(models.frame_size, dtype=np.float32)
-        self.stats_every = max(1, round(STATS_EVERY_S * 1000 / models.frame_ms))
-
-    @staticmethod
-    def _minute():
-        import datetime as dt
-        return dt.datetime.now().replace(second=0, microsecond=0)
-
-    def step(self, pcm: np.ndarray) -> FrameOut:
-        from audio_io import pcm16_bytes
-
-        torch = self.torch
-        t0, cpu0 = time.perf_counter(), time.thread_time()
-        with torch.inference_mode():
-            minute = self._minute()
-            if self.gen.now != minute:  # the agent's clock (time questions) moves on each minute
-                self.gen.set_now(minute)
-            out = self.gen.step(torch.from_numpy(pcm))
-            agent = self.silence
-            if out.agent_codes is not None:
-                # Decode even while muted: the decoder's state must follow the codes the model emits.
-                y, self.decoder_state = self.models.codec.decode_step(out.agent_codes.view(1, -1, 1),
-                                                                      self.decoder_state)
-                agent = y.reshape(-1).float().cpu().numpy()
-        # Wall time is what real time needs; CPU time (this thread's) is what capacity planning needs
-        # on a machine where other work competes for the cores.
-        compute_ms = (time.perf_counter() - t0) * 1000
-        cpu_ms = (time.thread_time() - cpu0) * 1000
-        res = self.ctx.update(pcm, agent, out.user_text_piece, out.agent_text_piece,
-                              {"compute_ms": compute_ms, "cpu_ms": cpu_ms}, out.agent_word_prob)
-        barge_in = "barge_in" in res.events
-        if barge_in:
-            # The model hears itself go quiet (forced PAD text and silence codes) and yields.
-            self.gen.silence(self.cfg.context.yield_frames)
-        elif res.prompt_agent:
-            self.gen.prompt_answer()  # the user finished and waits: the agent starts its answer
-        audio = self.silence if res.mute_agent else agent
-        stats = self.stats() if self.ctx.frame % self.stats_every == 0 else None
-        return FrameOut(pcm16_bytes(audio), "" if res.mute_agent else out.agent_text_piece,
-                        out.user_text_piece, res.state if "state" in res.events else None, barge_in,
-                        compute_ms, stats)
-
-    def stats(self) -> dict:
-        s = self.ctx.stats()
-        return {"frames": s["frames"], "state": s["state"], "barge_ins": s["barge_ins"],
-                "compute_ms": {k: round(v, 2) for k, v in s.get("compute_ms", {}).items()},
-                "cpu_ms": {k: round(v, 2) for k, v in s.get("cpu_ms", {}).items()},
-                "response_gap_ms": s["response_gap_ms"]}
-
-    def summary(self) -> dict:
-        return {"frames": self.ctx.frame, "transcript": self.ctx.transcript(), "stats": self.stats()}
+            "s2s_params": params, "codec_params": sum(p.numel() for p in codec.parameters()), "asr": ear_info}
+    if ear is not None:
+        info["asr_params"] = sum(p.numel() for p in ear.parameters())
+    return Models(codec, s2s, getattr(s2s, "tokenizer", None), voices, info, ear)
 
 
 # --- one connection ------------------------------------------------------------------------------
@@ -429,8 +381,10 @@ class Session:
         self.id = secrets.token_hex(4)
         self.authed = authed
         self.started = False  # between an accepted start and its stop, as the reader sees it
-        self.conv: Conversation | None = None  # owned by the work loop
-        self.inbox: asyncio.Queue = asyncio.Queue()  # ("frame", pcm, t) / ("start", conv) / ("stop",)
+        self.conv: Conversation | None = None  # the conversation on a worker, until the worker lets it go
+        self.worker: Worker | None = None
+        self.conv_gone = asyncio.Event()  # the last conversation has left its worker
+        self.conv_gone.set()
         self.outbox: asyncio.Queue = asyncio.Queue()  # (payload, t_in or None) / ("close", code, reason)
         self.pcm_buffer = bytearray()
         self.backlog = 0  # input frames queued, not yet computed
@@ -492,49 +446,17 @@ class Session:
                 self.e2e_ms.append(e2e * 1000)
                 self.server.metrics.e2e.observe(e2e)
 
-    # --- the model ------------------------------------------------------------------------------
-    async def work_loop(self) -> None:
-        try:
-            await self._work()
-        except Exception as e:  # a model failure ends this session only
-            log("session_internal_error", logging.ERROR, session=self.id, error=repr(e), exc_info=True)
-            self.send_error("internal", "internal server error")
-            self.close(CLOSE_INTERNAL, "internal error")
-
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        pool = self.server.pool
-        while True:
-            item = await self.inbox.get()
-            if item[0] == "frame":
-                _, pcm, t_in = item
-                out = await loop.run_in_executor(pool, self.conv.step, pcm)
-                self.backlog -= 1
-                self.emit_frame(out, t_in)
-            elif item[0] == "start":
-                self.conv = item[1]
-                self.send_json({"type": "started", "voice": self.conv.voice,
-                                "algorithmic_delay_ms": round(self.models.algorithmic_delay_ms, 1)})
-                self.send_json({"type": "state", "state": self.conv.ctx.state, "frame": 0})
-            elif item[0] == "stop":
-                summary = await loop.run_in_executor(pool, self.conv.summary)
-                summary["stats"].update(self.loop_stats())
-                self.send_json({"type": "stopped", **summary})
-                log("conversation_end", session=self.id, frames=summary["frames"],
-                    barge_ins=summary["stats"]["barge_ins"], compute_ms=summary["stats"]["compute_ms"],
-                    e2e_ms=summary["stats"]["e2e_ms"])
-                self.conv = None
-
-    def emit_frame(self, out: FrameOut, t_in: float) -> None:
+    # --- the model: a worker steps the conversation, its ticks come back here ---------------------
+    def on_output(self, out: FrameOut, t_in: float) -> None:
+        self.backlog -= 1
         m = self.server.metrics
         m.frames += 1
         m.compute.observe(out.compute_ms / 1000)
-        frame = self.conv.ctx.frame - 1
         if out.barge_in:
             m.barge_ins += 1
-            self.send_json({"type": "flush", "reason": "barge_in", "frame": frame})
+            self.send_json({"type": "flush", "reason": "barge_in", "frame": out.frame})
         if out.state is not None:
-            self.send_json({"type": "state", "state": out.state, "frame": frame})
+            self.send_json({"type": "state", "state": out.state, "frame": out.frame})
         self.send_binary(KIND_AUDIO, out.audio, t_in)
         if out.agent_text:
             self.send_binary(KIND_AGENT_TEXT, out.agent_text.encode("utf-8"))
@@ -542,6 +464,24 @@ class Session:
             self.send_binary(KIND_USER_TEXT, out.user_text.encode("utf-8"))
         if out.stats is not None:
             self.send_json({"type": "stats", **out.stats, **self.loop_stats()})
+
+    def on_gone(self, conv: Conversation, summary: dict | None) -> None:
+        """The worker let the conversation go: after its last frame (stop), or dropped."""
+        if summary is not None:
+            summary["stats"].update(self.loop_stats())
+            self.send_json({"type": "stopped", **summary})
+            log("conversation_end", session=self.id, frames=summary["frames"],
+                barge_ins=summary["stats"]["barge_ins"], compute_ms=summary["stats"]["compute_ms"],
+                e2e_ms=summary["stats"]["e2e_ms"])
+        if self.conv is conv:
+            self.conv, self.worker = None, None
+            self.backlog = 0
+            self.conv_gone.set()
+
+    def on_failed(self) -> None:
+        log("session_internal_error", logging.ERROR, session=self.id, error="the model step failed")
+        self.send_error("internal", "internal server error")
+        self.close(CLOSE_INTERNAL, "internal error")
 
     def loop_stats(self) -> dict:
         return {"e2e_ms": percentiles(self.e2e_ms), "backlog": self.backlog, "send_queue": self.pending_audio,
@@ -596,7 +536,7 @@ class Session:
             pcm = np.frombuffer(bytes(self.pcm_buffer[:frame_bytes]), dtype="<i2").astype(np.float32) / 32768.0
             del self.pcm_buffer[:frame_bytes]
             self.backlog += 1
-            self.inbox.put_nowait(("frame", pcm, t_in))
+            self.worker.submit(self.conv, pcm, t_in)
         if self.backlog > self.cfg.server.send_queue_frames:
             raise ProtocolError("overrun", f"{self.backlog} input frames waiting: audio arrives faster than "
                                            "the server computes it", CLOSE_POLICY)
@@ -616,7 +556,8 @@ class Session:
                 raise ProtocolError("not_started", "stop without a conversation")
             self.started = False
             self.pcm_buffer.clear()  # an incomplete frame is not a frame
-            self.inbox.put_nowait(("stop",))
+            self.conv_gone.clear()
+            self.worker.leave(self.conv, drop=False)  # "stopped" comes after its last queued frame
         elif kind == "ping":
             self.send_json({**{k: v for k, v in msg.items() if k in ("t", "id")}, "type": "pong"})
         else:
@@ -647,18 +588,27 @@ class Session:
             if not ok or not lo <= value <= hi:
                 raise ProtocolError("bad_start", f"{key} must be a {kind.__name__} in [{lo}, {hi}]")
             opts[key] = kind(value)
-        self.started = True
+        await self.conv_gone.wait()  # the previous conversation's "stopped" goes out first
         conv = await asyncio.get_running_loop().run_in_executor(
             self.server.pool, lambda: Conversation(self.models, self.cfg, voice, **opts))
-        self.inbox.put_nowait(("start", conv))
-        log("conversation_start", session=self.id, voice=voice, **opts)
+        # Checked here, with no await before the join: others may have started since we connected.
+        if self.server.conversations() >= self.server.session_limit:
+            raise ProtocolError("busy", self.server.busy_message()["message"], CLOSE_TRY_LATER)
+        self.started = True
+        conv.session = self
+        self.conv, self.worker = conv, self.server.least_loaded_worker()
+        self.conv_gone.clear()
+        self.worker.join(conv)
+        self.send_json({"type": "started", "voice": voice,
+                        "algorithmic_delay_ms": round(self.models.algorithmic_delay_ms, 1)})
+        self.send_json({"type": "state", "state": conv.ctx.state, "frame": 0})
+        log("conversation_start", session=self.id, voice=voice, worker=self.worker.index, **opts)
 
     # --- lifetime -------------------------------------------------------------------------------
     async def run(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
         sender = asyncio.create_task(self.send_loop())
-        worker = asyncio.create_task(self.work_loop())
         self.send_json(self.server.ready_message(self.id, self.authed))
         reason = "client closed"
         try:
@@ -682,9 +632,11 @@ class Session:
             if self.closing:  # let the error that explains the close go out first
                 await asyncio.wait([sender], timeout=5.0)
         finally:
-            for task in (sender, worker, discard):
+            if self.conv is not None:  # the client is gone: its conversation leaves its worker now
+                self.worker.leave(self.conv, drop=True)
+            for task in (sender, discard):
                 task.cancel()
-            await asyncio.gather(sender, worker, discard, return_exceptions=True)
+            await asyncio.gather(sender, discard, return_exceptions=True)
             await close_ws(self.ws)  # idempotent
         log("session_end", session=self.id, reason=reason, close_code=self.ws.close_code,
             seconds=round(time.monotonic() - self.connected_at, 1))
@@ -713,13 +665,64 @@ class Server:
         srv = cfg.server
         self.default_voice = srv.default_voice if srv.default_voice in models.voices else next(iter(models.voices))
         self.workers = workers or max(1, min(os.cpu_count() or 1, srv.max_sessions))
-        self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="s2s-worker",
+        # Conversation set-up (the generator's buffers) happens beside the workers, not in them.
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="s2s-setup",
                                                           initializer=_one_torch_thread)
+        self.capacity_report = {"capacity": srv.capacity, "source": "config"}
+        if srv.capacity <= 0:
+            self.capacity_report = {**measure_capacity(models, cfg), "source": "measured at start-up"}
+        self.capacity = self.capacity_report["capacity"]  # conversations per worker
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.worker_pool = [Worker(models, cfg, i, self.deliver, self.capacity) for i in range(self.workers)]
         self.sessions: dict[str, Session] = {}
         self.metrics = Metrics()
         self.started_at = time.monotonic()
         self.stop_event: asyncio.Event | None = None
         self.port: int | None = None
+
+    @property
+    def session_limit(self) -> int:
+        """Conversations admitted: what the workers hold in real time, at most server.max_sessions."""
+        return min(self.cfg.server.max_sessions, self.workers * self.capacity)
+
+    def conversations(self) -> int:
+        return sum(w.load for w in self.worker_pool)
+
+    def full(self) -> bool:
+        """No room for another conversation (or connection: server.max_sessions caps those)."""
+        return self.conversations() >= self.session_limit or len(self.sessions) >= self.cfg.server.max_sessions
+
+    def busy_message(self) -> dict:
+        return {"type": "error", "code": "busy",
+                "message": f"server busy: {self.session_limit} conversations running, try again later"}
+
+    def least_loaded_worker(self) -> Worker:
+        return min(self.worker_pool, key=lambda w: w.load)
+
+    # --- ticks come back from the workers' threads ---------------------------------------------------
+    def deliver(self, tick: Tick) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.on_tick, tick)
+
+    def on_tick(self, tick: Tick) -> None:
+        if tick.batch:
+            self.metrics.tick.observe(tick.tick_ms / 1000)
+            self.metrics.batch.observe(tick.batch)
+        for conv, out, t_in in tick.outputs:
+            if conv.session is not None and conv.session.conv is conv:
+                conv.session.on_output(out, t_in)
+        for conv, summary in tick.gone:
+            if conv.session is not None:
+                conv.session.on_gone(conv, summary)
+        for conv in tick.failed:
+            if conv.session is not None and conv.session.conv is conv:
+                conv.session.on_failed()
+
+    def worker_stats(self) -> list[dict]:
+        return [{"worker": w.index, "conversations": w.load, "capacity": w.capacity,
+                 "tick_ms": percentiles(list(w.tick_ms), (50, 95)),
+                 "batch_mean": round(float(np.mean(w.batch_sizes)), 2) if w.batch_sizes else 0.0}
+                for w in self.worker_pool]
 
     # --- HTTP on the same port -------------------------------------------------------------------
     def ready_message(self, session_id: str, authed: bool) -> dict:
@@ -736,8 +739,15 @@ class Server:
         return [{"name": n, "gender": v["gender"]} for n, v in self.models.voices.items()]
 
     def health(self) -> dict:
+        workers = self.worker_stats()
+        ticks = [t for w in self.worker_pool for t in list(w.tick_ms)]
         return {"status": "ok", "version": __version__, "uptime_s": round(time.monotonic() - self.started_at, 1),
-                "sessions": len(self.sessions), "max_sessions": self.cfg.server.max_sessions,
+                "sessions": len(self.sessions), "max_sessions": self.session_limit,
+                "capacity": {"sessions": self.session_limit, "per_worker": self.capacity,
+                             "batching": self.cfg.server.batching,
+                             **{k: v for k, v in self.capacity_report.items() if k != "capacity"}},
+                "tick_ms": percentiles(ticks, (50, 95, 99)), "worker_stats": workers,
+                "conversations": sum(w["conversations"] for w in workers),
                 "models": {**self.models.info, "loaded": True}, "voices": self.voice_list(),
                 "default_voice": self.default_voice, "token_required": bool(self.cfg.server.token),
                 "frame_ms": self.models.frame_ms, "workers": self.workers}
@@ -785,7 +795,8 @@ class Server:
             return respond(200, "OK", body, "application/json", [("Cache-Control", "no-store")])
         if path == "/metrics":
             body = self.metrics.render(len(self.sessions), self.cfg.server.max_sessions,
-                                       time.monotonic() - self.started_at).encode()
+                                       time.monotonic() - self.started_at, self.session_limit,
+                                       self.worker_stats()).encode()
             return respond(200, "OK", body, "text/plain; version=0.0.4")
         file = static_file(path)
         if file is None:
@@ -801,14 +812,13 @@ class Server:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(ws.request.path).query)
         authed = not srv.token or "token" in query  # a wrong ?token= was refused at the handshake
-        if len(self.sessions) >= srv.max_sessions:
+        if self.full():  # admission: the next one is told at once, the admitted ones stay real time
             self.metrics.errors["busy"] += 1
             self.metrics.closes[CLOSE_TRY_LATER] += 1
-            log("busy", logging.WARNING, sessions=len(self.sessions), remote=str(ws.remote_address))
+            log("busy", logging.WARNING, sessions=len(self.sessions), conversations=self.conversations(),
+                remote=str(ws.remote_address))
             try:
-                await ws.send(json.dumps({"type": "error", "code": "busy",
-                                          "message": f"server busy: {srv.max_sessions} conversations running, "
-                                                     "try again later"}))
+                await ws.send(json.dumps(self.busy_message()))
                 await close_ws(ws, CLOSE_TRY_LATER, "server busy")
             except Exception:
                 pass
@@ -828,13 +838,16 @@ class Server:
         from websockets.asyncio.server import serve
 
         self.stop_event = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
         srv = self.cfg.server
         async with serve(self.handler, host, port, process_request=self.process_request,
                          max_size=srv.max_message_bytes, max_queue=32, close_timeout=2.0,
                          ping_interval=20, ping_timeout=20, ssl=ssl_context) as server:
             self.port = server.sockets[0].getsockname()[1]
             log("listening", host=host, port=self.port, url=f"{'https' if ssl_context else 'http'}://{host}:{self.port}/",
-                workers=self.workers, max_sessions=srv.max_sessions, voices=list(self.models.voices),
+                workers=self.workers, max_sessions=self.session_limit, capacity_per_worker=self.capacity,
+                batching=srv.batching, capacity_tick_ms=self.capacity_report.get("tick_ms"),
+                voices=list(self.models.voices),
                 token_required=bool(srv.token), **self.models.info)
             if ready is not None:
                 ready(self.port)
@@ -844,6 +857,8 @@ class Server:
             self.metrics.closes[CLOSE_GOING_AWAY] += len(self.sessions)
             server.close(code=CLOSE_GOING_AWAY, reason="server shutting down")
             await server.wait_closed()
+        for w in self.worker_pool:
+            w.stop()
         self.pool.shutdown(wait=True, cancel_futures=True)
         log("stopped")
 
@@ -882,12 +897,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s2s", help="S2S checkpoint (default checkpoints/s2s.safetensors)")
     p.add_argument("--voice_bank", help="voice bank JSON (default checkpoints/voice_bank.json; without one the "
                                         "four agent voices speak unconditioned)")
+    p.add_argument("--asr", help="ear checkpoint (default checkpoints/asr.safetensors when it exists): the user's "
+                                 "transcript and voice activity")
+    p.add_argument("--no_asr", action="store_true", help="no ear: the S2S model's own transcript and the energy VAD")
     p.add_argument("--random_weights", action="store_true",
                    help="untrained models of the config's size (load tests, a page demo before training)")
     p.add_argument("--token", help="shared secret: ?token= in the URL or \"token\" in the start message (server.token)")
     p.add_argument("--allowed_origin", action="append", default=None, metavar="ORIGIN",
                    help="browser Origin allowed besides the server's own (repeatable; * for any)")
-    p.add_argument("--workers", type=int, help="model threads (default: min(cores, max_sessions))")
+    p.add_argument("--workers", type=int, help="model threads, each stepping its conversations as one batch "
+                                               "(default: min(cores, max_sessions))")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tls_cert", help="PEM certificate: serve https/wss (browsers need it for the mic off localhost)")
     p.add_argument("--tls_key", help="PEM private key for --tls_cert")
@@ -912,7 +931,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     try:
-        models = load_models(cfg, args.codec, args.s2s, args.voice_bank, args.random_weights, args.device)
+        models = load_models(cfg, args.codec, args.s2s, args.voice_bank, args.random_weights, args.device,
+                             args.asr, not args.no_asr)
     except (FileNotFoundError, ValueError) as e:
         log("model_error", logging.ERROR, error=str(e),
             hint="pass --codec/--s2s paths, or --random_weights to try the page with untrained models")

@@ -415,6 +415,8 @@ def server_model_args(env: Env) -> list[str]:
     args = ["--codec", str(env.path("codec.safetensors")), "--s2s", str(env.path("s2s.safetensors"))]
     if env.path("voice_bank.json").exists():
         args += ["--voice_bank", str(env.path("voice_bank.json"))]
+    # The server hears with the ear of the same checkpoint set (not whatever is shipped), or none.
+    args += ["--asr", str(env.path("asr.safetensors"))] if env.path("asr.safetensors").exists() else ["--no_asr"]
     return args
 
 

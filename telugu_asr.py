@@ -127,6 +127,8 @@ class Block(nn.Module):
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # [B, H, Dh]
         keys[rows, :, slot] = k
         values[rows, :, slot] = v
+        if B != keys.shape[0]:  # some conversations have no frame this tick: attend for the others only
+            keys, values = keys[rows], values[rows]
         y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=mask)
         x = x + self.proj(y.reshape(B, 1, D))
         return x + self.mlp(self.norm2(x))
@@ -144,6 +146,32 @@ class EarState:
     valid: torch.Tensor  # [B, W] bool
     position: torch.Tensor  # [B] long: frames heard so far
     last_id: torch.Tensor  # [B] long
+
+    def join(self, other: "EarState") -> "EarState":
+        """Conversations joining a batch: `other`'s rows after these."""
+        cat = lambda a, b, dim=0: torch.cat([a, b], dim=dim)  # noqa: E731
+        return EarState(cat(self.history, other.history), cat(self.keys, other.keys, 1),
+                        cat(self.values, other.values, 1), cat(self.valid, other.valid),
+                        cat(self.position, other.position), cat(self.last_id, other.last_id))
+
+    def row(self, r: int) -> "EarState":
+        """Conversation r alone (views into these tensors)."""
+        return EarState(self.history[r:r + 1], self.keys[:, r:r + 1], self.values[:, r:r + 1], self.valid[r:r + 1],
+                        self.position[r:r + 1], self.last_id[r:r + 1])
+
+    def reset_row(self, r: int) -> None:
+        """Conversation r starts over: no history, no frames heard (its old keys are masked)."""
+        self.history[r], self.valid[r], self.position[r], self.last_id[r] = 0.0, False, 0, BLANK
+
+    def leave(self, row: int) -> "EarState":
+        """A conversation leaving: the last row moves into `row` (one row copied, not the batch)."""
+        last = self.position.shape[0] - 1
+        if row != last:
+            for t, dim in ((self.history, 0), (self.keys, 1), (self.values, 1), (self.valid, 0),
+                           (self.position, 0), (self.last_id, 0)):
+                t.select(dim, row).copy_(t.select(dim, last))
+        return EarState(self.history[:last], self.keys[:, :last], self.values[:, :last], self.valid[:last],
+                        self.position[:last], self.last_id[:last])
 
 
 class Ear(nn.Module):
@@ -217,34 +245,47 @@ class Ear(nn.Module):
                         torch.full((batch,), BLANK, dtype=torch.long, device=device))
 
     @torch.no_grad()
-    def step(self, pcm, state: EarState):
+    def step(self, pcm, state: EarState, rows=None):
         """pcm [B, n * frame_size] (n >= 1 whole frames) -> (pieces, features [B, n, D],
-        speech_prob [B, n], state). pieces[b] is the new text of conversation b (greedy CTC)."""
+        speech_prob [B, n], state). pieces[b] is the new text of conversation b (greedy CTC).
+        rows (long [B]): the state's rows these frames belong to, when a batch steps only the
+        conversations that have a frame (default: all rows, in order)."""
         B, n_samples = pcm.shape
         if n_samples == 0 or n_samples % self.frame_size:
             raise ValueError(f"ear.step takes whole frames of {self.frame_size} samples, got {n_samples}")
-        features = self._stream_features(pcm, state)
+        features = self._stream_features(pcm, state, rows)
         log_probs, speech = self.heads(features)
-        pieces, state.last_id = collapse(log_probs.argmax(-1), state.last_id)
+        if rows is None or len(rows) == state.position.shape[0]:
+            pieces, state.last_id = collapse(log_probs.argmax(-1), state.last_id)
+        else:
+            pieces, state.last_id[rows] = collapse(log_probs.argmax(-1), state.last_id[rows])
         return pieces, features, torch.sigmoid(speech), state
 
-    def _stream_features(self, pcm, state: EarState):
-        """The streaming network: whole frames of pcm -> features [B, n, D], state updated in place."""
+    def _stream_features(self, pcm, state: EarState, rows=None):
+        """The streaming network: whole frames of pcm -> features [B, n, D], state updated in place
+        (only `rows` of it, when given and not all of them)."""
         B = pcm.shape[0]
-        mel, state.history = self.mel(pcm, state.history)
+        subset = rows is not None and len(rows) != state.position.shape[0]
+        rows = torch.arange(B, device=pcm.device) if rows is None else rows
+        pick = (lambda t: t[rows]) if subset else (lambda t: t)  # noqa: E731
+        mel, history = self.mel(pcm, pick(state.history))
         x = self.embed(((mel - self.mel_mean) / self.mel_std).reshape(B, -1, self.hops * mel.shape[-1]))
-        rows = torch.arange(B, device=pcm.device)
+        position = pick(state.position)
         features = []
         for t in range(x.shape[1]):
-            slot = state.position % self.cfg.asr.context_frames
+            slot = position % self.cfg.asr.context_frames
             state.valid[rows, slot] = True
-            mask = state.valid[:, None, None, :]
-            cos, sin = rope_angles(state.position[:, None], self.d_model // self.cfg.asr.n_heads)
+            mask = pick(state.valid)[:, None, None, :]
+            cos, sin = rope_angles(position[:, None], self.d_model // self.cfg.asr.n_heads)
             h = x[:, t:t + 1]
             for i, block in enumerate(self.blocks):
                 h = block.step(h, cos[:, :, 0], sin[:, :, 0], state.keys[i], state.values[i], rows, slot, mask)
             features.append(self.norm(h))
-            state.position = state.position + 1
+            position = position + 1
+        if subset:
+            state.history[rows], state.position[rows] = history, position
+        else:
+            state.history, state.position = history, position
         return torch.cat(features, dim=1)
 
     @torch.no_grad()

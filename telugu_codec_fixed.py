@@ -169,9 +169,9 @@ class ISTFTHead(nn.Module):
         B, N = x.shape[0], x.shape[-1]
         prev = torch.zeros(B, 1, self.hop + int(self.noise), device=x.device) if state is None else state[self.key]
         if self.noise:
-            start = int(prev[0, 0, -1].item())  # frames decoded so far in this stream
-            idx = (start + torch.arange(N, device=x.device)) % self.PHASES
-            phase = self.random_phase[idx].T.unsqueeze(0)  # [1, bins, N]
+            start = prev[:, 0, -1].long()  # frames decoded so far, per stream (a batch's rows differ)
+            idx = (start[:, None] + torch.arange(N, device=x.device)) % self.PHASES  # [B, N]
+            phase = self.random_phase[idx].transpose(1, 2)  # [B, bins, N]
         mag = torch.exp(log_mag.clamp(max=8.0))
         spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=1).transpose(1, 2) * self.window  # [B, N, n_fft]
@@ -181,7 +181,7 @@ class ISTFTHead(nn.Module):
         if state is not None:
             tail = second[:, -1:]
             if self.noise:
-                tail = torch.cat([tail, torch.full((B, 1, 1), float((start + N) % self.PHASES), device=x.device)], dim=-1)
+                tail = torch.cat([tail, ((start + N) % self.PHASES).to(tail.dtype).view(B, 1, 1)], dim=-1)
             state[self.key] = tail
         return out.reshape(B, 1, -1)
 
@@ -609,15 +609,16 @@ class SourceFilterSynth(nn.Module):
         phase64 = torch.remainder(phase64, 2 * math.pi)
         harmonic = (amps_s * torch.sin(self.k * phase64.to(f0.dtype).unsqueeze(1))).sum(dim=1)  # [B, T]
         # Noise: a random-phase frame per control, shaped by the noise envelope, overlap-added.
-        start = int(prev[0, -1].item())  # frames synthesised so far in this stream
+        start = prev[:, -1].long()  # frames synthesised so far, per stream (a batch's rows differ)
         magnitude = torch.sqrt(self.noise_scale * torch.exp((self.noise_interp @ log_noise).clamp(max=20.0)))
-        phase = self.random_phase[(start + torch.arange(N, device=f0.device)) % self.PHASES].T.unsqueeze(0)
+        idx = (start[:, None] + torch.arange(N, device=f0.device)) % self.PHASES  # [B, N]
+        phase = self.random_phase[idx].transpose(1, 2)  # [B, bins, N]
         spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
         frames = torch.fft.irfft(spec, n=2 * hop, dim=1).transpose(1, 2) * self.window  # [B, N, 2 hop]
         first, second = frames[..., :hop], frames[..., hop:]
         noise = first + torch.cat([prev[:, None, 2 + n:2 + n + hop].to(frames.dtype), second[:, :-1]], dim=1)
         if state is not None:
-            counter = torch.full((B, 1), float((start + N) % self.PHASES), dtype=torch.float64, device=f0.device)
+            counter = ((start + N) % self.PHASES).to(torch.float64).view(B, 1)
             state[self.key] = torch.cat([f0[:, -1:].double(), phase64[:, -1:], amps[..., -1].double(),
                                          second[:, -1].double(), counter], dim=1)
         return (harmonic + noise.reshape(B, -1)).unsqueeze(1)

@@ -224,3 +224,39 @@ def test_long_recordings_stream_to_the_same_transcript():
     padded = torch.nn.functional.pad(pcm, (0, ear.frame_size))[None]
     offline = ta.words_from_ids(ear(padded)[0][0].argmax(-1).tolist(), ear.frame_size / 2 / ear.sample_rate)
     assert (text, words) == offline and text
+
+
+def test_conversations_join_and_leave_a_batch_and_step_as_alone():
+    """A frame scheduler's ear: rows join (EarState.join) and leave (EarState.leave) between steps,
+    and a step may take only the rows that have a frame; each row hears what it hears alone."""
+    ear = small_ear(window=6)
+    fs, n = ear.frame_size, 14
+    pcm = [torch.randn(n * fs, generator=torch.Generator().manual_seed(i)) * 0.1 for i in range(3)]
+    alone = []
+    for x in pcm:
+        state, feats = ear.init_state(1), []
+        for f in range(n):
+            _, feat, _, state = ear.step(x[f * fs:(f + 1) * fs][None], state)
+            feats.append(feat[0, 0])
+        alone.append(torch.stack(feats))
+    # a from tick 0, b joins at 3 and skips tick 5, c joins at 6; a leaves when done (b's row moves)
+    state, members, got, at = ear.init_state(0), [], {i: [] for i in range(3)}, [0, 0, 0]
+    for tick in range(n + 6):
+        for i, start in ((0, 0), (1, 3), (2, 6)):
+            if tick == start:
+                state, members = state.join(ear.init_state(1)), members + [i]
+        step = [i for i in members if not (i == 1 and tick == 5)]
+        if step:
+            x = torch.stack([pcm[i][at[i] * fs:(at[i] + 1) * fs] for i in step])
+            _, feat, _, state = ear.step(x, state, rows=torch.tensor([members.index(i) for i in step]))
+            for j, i in enumerate(step):
+                got[i].append(feat[j, 0])
+                at[i] += 1
+        for i in list(members):
+            if at[i] == n:
+                row = members.index(i)
+                state = state.leave(row)
+                members[row] = members[-1]
+                members.pop()
+    for i in range(3):
+        torch.testing.assert_close(torch.stack(got[i]), alone[i], atol=1e-5, rtol=1e-4)

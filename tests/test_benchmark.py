@@ -94,6 +94,32 @@ def test_thread_settings_and_readme_command():
         "python benchmark_latency.py --plot p.png --quick"
 
 
+def test_capacity_sweep_batched_and_not_then_admission(tmp_path):
+    """--capacity: the sweep with and without batching, its table, plot and README block (the rest of
+    the Latency section kept), and the admission check against the capacity measured at start-up."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\n## Latency\n\nthe parts table\n\n## Configuration\n\nkept\n", encoding="utf-8")
+    out, png = tmp_path / "capacity.json", tmp_path / "capacity.png"
+    r = run(["benchmark_latency.py", "--capacity", "--quick", "--tiny", "--seconds", "2", "--max_clients", "2",
+             "--workers_list", "1", "--ear", "on", "--json", str(out), "--plot", str(png), "--readme", str(readme)],
+            timeout=170)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text(encoding="utf-8"))
+    assert [(s["workers"], s["batching"]) for s in res["sweeps"]] == [(1, True), (1, False)]
+    assert res["models"]["server_hears_with_asr"]
+    for sweep in res["sweeps"]:
+        first = sweep["runs"][0]
+        assert first["clients"] == 1 and first["dropped_frames"] == 0 and first["per_frame_delay_ms"]["n"] > 20
+        assert {"response_gap_ms", "server_cpu_pct", "tick_ms", "batch_mean", "realtime", "loadavg"} <= first.keys()
+        assert sweep["max_realtime_clients"] in [r_["clients"] for r_ in sweep["runs"]] + [0]
+    [adm] = res["admission"]
+    assert adm["capacity"] >= 1 and adm["clients"] == adm["capacity"] + 2 and adm["refused_busy"] == 2
+    assert adm["admitted"] == adm["capacity"] and adm["refused_after_ms"]["p50"] < 2000
+    text = readme.read_text(encoding="utf-8")
+    assert "### Capacity" in text and "the parts table" in text and "## Configuration\n\nkept" in text
+    assert "Conversations held in real time" in r.stdout and png.exists()
+
+
 # --- system_test.py --------------------------------------------------------------------------------
 
 def test_system_test_fails_with_fixes_when_checkpoints_are_missing(tmp_path):

@@ -77,6 +77,45 @@ def test_streaming_state_is_explicit(codec):
     assert torch.equal(torch.cat(out_a, -1), codec.encode(a))
 
 
+def test_a_batch_of_streams_equals_each_alone(codec):
+    """encode_step/decode_step over a batch whose rows started at different frames (a frame
+    scheduler's conversations, joined at different ticks) give each row what it gets alone: the
+    state is per row, the noise head's random-phase counter included."""
+    fs, n = codec.frame_size, 6
+    pcm = [speechlike((n + lag) * fs, seed=lag) for lag in (0, 3)]  # the second joined 3 frames later
+    alone = []
+    for x in pcm:
+        enc, dec = codec.init_state(1), codec.init_state(1)
+        audio = []
+        for f in range(len(x) // fs):
+            c, enc = codec.encode_step(x[f * fs:(f + 1) * fs].view(1, 1, -1), enc)
+            a, dec = codec.decode_step(c, dec)
+            audio.append(a)
+        alone.append(torch.cat(audio, -1)[0, 0])
+    # Row 1 runs its first 3 frames alone, then both rows step as one batch.
+    enc1, dec1 = codec.init_state(1), codec.init_state(1)
+    head = []
+    for f in range(3):
+        c, enc1 = codec.encode_step(pcm[1][f * fs:(f + 1) * fs].view(1, 1, -1), enc1)
+        a, dec1 = codec.decode_step(c, dec1)
+        head.append(a[0, 0])
+    enc0, dec0 = codec.init_state(1), codec.init_state(1)
+    enc = {k: torch.cat([enc0[k], enc1[k]]) for k in enc0}
+    dec = {k: torch.cat([dec0[k], dec1[k]]) for k in dec0}
+    rows = [[], head]
+    for f in range(n):
+        x = torch.stack([pcm[0][f * fs:(f + 1) * fs], pcm[1][(f + 3) * fs:(f + 4) * fs]])[:, None]
+        c, enc = codec.encode_step(x, enc)
+        a, dec = codec.decode_step(c, dec)
+        rows[0].append(a[0, 0]), rows[1].append(a[1, 0])
+    # Oscillators (harmonic head, source-filter synth) integrate F0: a batched conv's last-bit
+    # differences in F0 drift their phase a little, as in the streaming test above.
+    oscillates = getattr(codec.decoder, "harmonic", None) is not None or codec.cfg.decoder == "source_filter"
+    atol = 3e-4 if oscillates else 1e-5
+    for got, want in zip(rows, alone):
+        torch.testing.assert_close(torch.cat(got), want, atol=atol, rtol=1e-4)
+
+
 def test_causal_conv_state_any_stride():
     torch.manual_seed(0)
     conv = CausalConv1d(3, 5, kernel=8, stride=4)

@@ -49,9 +49,11 @@ LAYERS = {
     "train_asr": TOP,
     "codec_eval": TOP,
     "s2s_eval": TOP,
+    "frame_scheduler": TOP,
     "streaming_server_advanced": TOP,
     "s2s_client": TOP,
     "benchmark_latency": TOP,
+    "soak": TOP,
     "system_test": TOP,
 }
 TOOLS_LAYER = TOP  # tools/*.py stand on everything and nothing stands on them

@@ -583,3 +583,134 @@ def test_prompt_answer_makes_the_next_text_token_a_word():
     logits = torch.tensor([10.0, 0.0, 1.0, 0.5])
     g = torch.Generator().manual_seed(0)
     assert {s2s.sample_text(logits, 1.0, 0, -1.0, 0, g, allow_pad=False) for _ in range(200)} == {1, 2, 3}
+
+
+# (7) many conversations in one batched step ---------------------------------------------------------
+def _conversation_inputs(cfg, n_frames, seed):
+    g = torch.Generator().manual_seed(seed)
+    pcm = 0.1 * torch.randn(n_frames * cfg.codec.frame_size, generator=g)
+    return {"frames": list(pcm.view(n_frames, -1)), "voice": torch.randn(cfg.speaker.embed_dim, generator=g)}
+
+
+def _assert_same_outputs(batched, alone, exact_logits=False):
+    assert len(batched) == len(alone)
+    for t, (b, a) in enumerate(zip(batched, alone)):
+        assert b.step == a.step == t
+        assert b.agent_text_id == a.agent_text_id and b.user_text_id == a.user_text_id, t
+        assert (b.agent_codes is None) == (a.agent_codes is None), t
+        if a.agent_codes is not None:
+            assert torch.equal(b.agent_codes, a.agent_codes), t
+        for key in ("user_text", "agent_text", "agent_codes"):
+            if exact_logits:
+                assert torch.equal(b.logits[key], a.logits[key]), (t, key)
+            else:  # a batched matmul may round its last bits differently from a single row's
+                torch.testing.assert_close(b.logits[key], a.logits[key], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("temperature,user_input", [(0.0, "latent"), (0.9, "latent"), (0.9, "ear")])
+def test_a_conversation_in_a_batch_equals_it_alone(temperature, user_input):
+    """Conversations stepped in one GeneratorBatch, joining and leaving at different ticks, some
+    ticks without a frame for some of them, each at its own position (the window of 8 frames fills
+    and slides), give exactly what each gives stepped alone: greedy, and sampled with each
+    conversation's own seeded generator. Forcing (silence after a barge-in, prompt_answer) is per
+    conversation. The user's pcm goes through the codec's streaming encoder (or the ear's), each
+    row with its own stream state, as in the server."""
+    import telugu_asr
+    import telugu_codec_fixed
+
+    torch.manual_seed(11)
+    cfg = tiny_config(user_input, context_frames=8)
+    cfg.codec.channels, cfg.codec.res_units = [16, 32], 1
+    cfg.asr.d_model, cfg.asr.n_layers, cfg.asr.n_heads, cfg.asr.context_frames = 32, 1, 2, 6
+    cfg.s2s.ear_dim = cfg.asr.d_model
+    codec = telugu_codec_fixed.Codec(cfg.codec).eval()
+    ear = telugu_asr.Ear(cfg).eval() if user_input == "ear" else None
+    model = s2s.S2SModel(cfg).eval()
+    # name: (first tick, frames, ticks skipped, silence at its step, prompt at its step)
+    plan = {"a": (0, 30, set(), 6, None), "b": (3, 12, {8, 9}, None, 4), "c": (5, 25, {12}, 10, 12),
+            "d": (16, 14, set(), None, None), "e": (20, 2, set(), None, None)}
+    inputs = {name: _conversation_inputs(cfg, n, seed=i) for i, (name, (_, n, _, _, _)) in enumerate(plan.items())}
+
+    def new_gen(name, i):
+        return model.streaming(voice=inputs[name]["voice"], temperature=temperature, top_k=5, seed=100 + i,
+                               codec=codec, ear=ear)
+
+    def hooks(gen, name):  # the context manager's calls, at the conversation's own step
+        _, _, _, silence_at, prompt_at = plan[name]
+        if gen.step_index == silence_at:
+            gen.silence(3)
+        if gen.step_index == prompt_at:
+            gen.prompt_answer()
+
+    alone = {}
+    for i, name in enumerate(plan):
+        gen = new_gen(name, i)
+        alone[name] = []
+        for frame in inputs[name]["frames"]:
+            hooks(gen, name)
+            alone[name].append(gen.step(frame))
+
+    batch = s2s.GeneratorBatch(model, codec, ear=ear)
+    gens, batched = {}, {name: [] for name in plan}
+    for tick in range(45):
+        for i, (name, (first, n, skips, _, _)) in enumerate(plan.items()):
+            if tick == first:
+                gens[name] = new_gen(name, i)
+                batch.add(gens[name])
+        stepped, frames = [], []
+        for name, gen in gens.items():
+            if tick in plan[name][2] or gen.batch is None:
+                continue  # no frame from this client this tick: it comes a tick later
+            hooks(gen, name)
+            stepped.append(gen)
+            frames.append(inputs[name]["frames"][gen.step_index])
+        for gen, out in zip(stepped, batch.step(stepped[::-1], frames[::-1])[::-1]):  # any order
+            batched[next(k for k, g in gens.items() if g is gen)].append(out)
+        for name, gen in gens.items():
+            if gen.batch is not None and gen.step_index == plan[name][1]:
+                batch.remove(gen)  # the conversation ends: its row goes, the others stay
+    assert len(batch) == 0
+    for name in plan:
+        _assert_same_outputs(batched[name], alone[name])
+
+
+def test_a_batch_of_one_is_the_lone_generator():
+    """The single-conversation API is a batch of one through the same code: stepping a generator
+    that was moved into a fresh GeneratorBatch gives bit-identical logits."""
+    torch.manual_seed(12)
+    cfg = tiny_config("codes", context_frames=6)
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, 14)
+    a, b = model.streaming(temperature=0.7, seed=3), model.streaming(temperature=0.7, seed=3)
+    shared = s2s.GeneratorBatch(model)
+    shared.add(b)
+    outs_a = [a.step(user_frame(cfg, batch, t)) for t in range(14)]
+    outs_b = [shared.step([b], [user_frame(cfg, batch, t)])[0] for t in range(14)]
+    _assert_same_outputs(outs_b, outs_a, exact_logits=True)
+
+
+def test_a_conversation_moves_between_batches_with_its_state():
+    """add() takes a conversation from the batch it is in, caches and stream state included, even
+    from the middle of a full one (whose last row then moves into the hole), and it goes on as if
+    it had never moved; the conversations left behind go on too."""
+    torch.manual_seed(13)
+    cfg = tiny_config("mel", context_frames=6)
+    model = s2s.S2SModel(cfg).eval()
+    batch = random_batch(cfg, 1, 20)
+    frames = [user_frame(cfg, batch, t) for t in range(20)]
+    voices = torch.randn(3, cfg.speaker.embed_dim)
+    alone = [model.streaming(temperature=0.0, voice=voices[i]) for i in range(3)]
+    moved = [model.streaming(temperature=0.0, voice=voices[i]) for i in range(3)]
+    want = [[g.step(f) for f in frames] for g in alone]
+    first, second = s2s.GeneratorBatch(model), s2s.GeneratorBatch(model)
+    for g in moved:
+        first.add(g)
+    got = [[], [], []]
+    for t, f in enumerate(frames):
+        if t == 8:
+            second.add(moved[0])  # row 0 of three: row 2 moves into its place in `first`
+        for i, g in enumerate(moved):
+            got[i].append(g.batch.step([g], [f])[0])
+    assert len(first) == 2 and len(second) == 1
+    for i in range(3):
+        _assert_same_outputs(got[i], want[i])

@@ -85,6 +85,7 @@ def tiny_models(tiny_checkpoints):
 def server_config(**server) -> Config:
     cfg = Config()
     cfg.server.max_messages_per_s = 5000.0  # the fast, non-real-time clients of these tests
+    cfg.server.capacity = 8  # per worker, instead of measuring at start-up
     for key, value in server.items():
         setattr(cfg.server, key, value)
     return cfg
@@ -355,10 +356,10 @@ class ScriptedCodec:
     def init_state(self, batch=1, device=None):
         return {}
 
-    def decode_step(self, codes, state):
+    def decode_step(self, codes, state):  # codes [B, K, 1]: a batch of conversations
         t = np.arange(FS) / 24000
         tone = torch.from_numpy((0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
-        return (tone if int(codes.reshape(-1)[0]) == 1 else torch.zeros(FS)).view(1, 1, FS), state
+        return torch.stack([tone if int(c[0, 0]) == 1 else torch.zeros(FS) for c in codes])[:, None], state
 
 
 class ScriptedGenerator:
