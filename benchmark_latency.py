@@ -1283,30 +1283,24 @@ def main(argv=None) -> int:
         res["notes"] = [n for n in res["notes"] if "kept real time here" not in n] + realtime_notes(res)
     else:
         res = run(args, log=lambda s: print(s, file=sys.stderr, flush=True))
-    report = format_report(res)
-    print(report)
-    if args.plot:
-        plot(res, args.plot)
-    if args.readme:
-        update_readme(Path(args.readme), report, shown_command(res["command"]),
-                      args.plot and os.path.relpath(args.plot, Path(args.readme).parent))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=1, ensure_ascii=False), encoding="utf-8")
-    print(f"\n({res['elapsed_s']:.0f} s)", file=sys.stderr)
-    return 0
+    return publish(args, res, format_report(res), plot, update_readme)
 
 
 def main_capacity(args) -> int:
     res = json.loads(Path(args.from_json).read_text(encoding="utf-8")) if args.from_json else \
         run_capacity(args, log=lambda s: print(s, file=sys.stderr, flush=True))
-    report = format_capacity(res)
+    return publish(args, res, format_capacity(res), plot_capacity, update_readme_capacity)
+
+
+def publish(args, res: dict, report: str, plot_fn, readme_fn) -> int:
+    """What the latency run and the capacity sweep both do with a result: print the report, then the
+    plot, the README block and the JSON that were asked for."""
     print(report)
     if args.plot:
-        plot_capacity(res, args.plot)
+        plot_fn(res, args.plot)
     if args.readme:
-        update_readme_capacity(Path(args.readme), report, shown_command(res["command"]),
-                               args.plot and os.path.relpath(args.plot, Path(args.readme).parent))
+        readme_fn(Path(args.readme), report, shown_command(res["command"]),
+                  args.plot and os.path.relpath(args.plot, Path(args.readme).parent))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1, ensure_ascii=False), encoding="utf-8")
