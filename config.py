@@ -141,6 +141,22 @@ class AsrConfig:
 
 
 @dataclass
+class BrainConfig:
+    """The brain (agent_brain.py): a causal LM over the conversation's text, with tools."""
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    dropout: float = 0.0
+    context_tokens: int = 384  # pieces of conversation it reads (a few turns)
+    max_answer_tokens: int = 64  # an answer, its calls and results included, is cut here
+    # training only (train_brain.py)
+    train_tokens: int = 192  # a training dialogue is cut to its last turns that fit (most fit whole)
+    max_noise_scale: float = 2.0  # the ear's measured errors, scaled by up to this (checkpoints/ear_errors.json)
+    clean_share: float = 0.2  # dialogues whose user side is the true text
+    word_dropout: float = 0.15  # request words (not slot words) dropped: learn every cue of an intent
+
+
+@dataclass
 class S2SConfig:
     d_model: int = 256
     n_layers: int = 6
@@ -265,6 +281,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    brain: BrainConfig = field(default_factory=BrainConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -272,6 +289,7 @@ class Config:
     train_speakers: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/speakers"))
     train_s2s: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/s2s"))
     train_asr: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/asr"))
+    train_brain: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/brain"))
     server: ServerConfig = field(default_factory=ServerConfig)
     preset: str = "default"
 

@@ -34,6 +34,8 @@ LAYERS = {
     "s2s_clock": DATA,
     "data_order": DATA,
     "s2s_batching": DATA,
+    "agent_tools": DATA,
+    "brain_data": DATA,
     # 3. models: none imports a train script, an evaluation, the server or the benchmark
     "telugu_codec_fixed": MODELS,
     "discriminator_dac": MODELS,
@@ -41,12 +43,14 @@ LAYERS = {
     "s2s_transformer": MODELS,
     "context_manager": MODELS,
     "telugu_asr": MODELS,
+    "agent_brain": MODELS,
     # 4. top: training, evaluation, serving (a train script may call an evaluation, not the reverse)
     "train_utils": TOP,
     "train_codec_dac": TOP,
     "train_speakers": TOP,
     "train_s2s": TOP,
     "train_asr": TOP,
+    "train_brain": TOP,
     "codec_eval": TOP,
     "s2s_eval": TOP,
     "frame_scheduler": TOP,
