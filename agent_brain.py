@@ -110,6 +110,20 @@ class Brain(nn.Module):
         return answer
 
     @torch.no_grad()
+    def end_of_turn_prob(self, convo: "Conversation", heard: str) -> float:
+        """Do the words heard so far make a whole request? P(AGENT) against P(WAIT) after them,
+        read on a copy of the cache (nothing is committed to the conversation)."""
+        v = self.vocab
+        ids = [v.USER, *v.text(heard)]
+        if convo.cache is None or convo.position + len(ids) > self.cfg.context_tokens:
+            history = ([BOS_ID] + convo.history[-(self.cfg.context_tokens - len(ids) - 1):]) if convo.history else [BOS_ID]
+            logits = self._cached_forward(torch.tensor([history + ids]), [None] * len(self.transformer.blocks), 0)[0]
+        else:
+            logits = self._cached_forward(torch.tensor([ids]), list(convo.cache), convo.position)[0]
+        pair = torch.softmax(logits[[v.AGENT, v.WAIT]], dim=0)
+        return float(pair[0])
+
+    @torch.no_grad()
     def remember(self, convo: "Conversation", heard: str, said: str) -> None:
         """A finished turn the brain did not write (a history to resume, a test's context)."""
         v = self.vocab
@@ -174,13 +188,13 @@ class Brain(nn.Module):
         ops = [v.id[f"op:{o}"] for o in tools.OPS]
         names = [v.id[f"tool:{t}"] for t in tools.TOOLS]
         if open_call is None:
-            logits[[v.CALL_END, v.USER, v.AGENT, *ops, *names]] = -float("inf")
+            logits[[v.CALL_END, v.USER, v.AGENT, v.WAIT, *ops, *names]] = -float("inf")
         elif not open_call:  # right after CALL: a tool name
             keep = torch.full_like(logits, -float("inf"))
             keep[names] = logits[names]
             logits = keep
         else:
-            logits[[v.CALL, v.END, v.USER, v.AGENT, *names]] = -float("inf")
+            logits[[v.CALL, v.END, v.USER, v.AGENT, v.WAIT, *names]] = -float("inf")
         logits[BOS_ID] = -float("inf")
         return logits
 

@@ -7,7 +7,8 @@ the domain (dialogue_corpus.plan_dialogue) becomes
          ▁ఎనిమిది .  END  USER ...
 
 with the SentencePiece pieces of telugu_tokenizer and a few special ids after them (BrainVocab).
-The loss counts the agent's side (its words, its calls, END); the user's words are what the ear
+The loss counts the agent's side (its words, its calls, END) and whether the user's words so far
+make a whole request (AGENT) or not yet (WAIT); the user's words themselves are what the ear
 heard, and a tool's result is written by the tool, so neither is predicted.
 
 The user's side is not the clean text but what the ear would hear: EarErrors replays the edit
@@ -33,20 +34,21 @@ from telugu_tokenizer import BOS_ID, Tokenizer
 
 ROOT = Path(__file__).resolve().parent
 EAR_ERRORS = ROOT / "checkpoints" / "ear_errors.json"
-SPECIALS = ("USER", "AGENT", "END", "CALL", "CALL_END", *(f"tool:{t}" for t in tools.TOOLS),
+SPECIALS = ("USER", "AGENT", "END", "WAIT", "CALL", "CALL_END", *(f"tool:{t}" for t in tools.TOOLS),
             *(f"op:{o}" for o in tools.OPS))
 
 
 class BrainVocab:
     """The tokenizer's pieces, then SPECIALS: USER opens the user's words, AGENT the agent's, END
-    closes the agent's turn; CALL <tool> <args> CALL_END is a tool call."""
+    closes the agent's turn; WAIT marks a pause inside the user's request (not over yet: the
+    agent waits); CALL <tool> <args> CALL_END is a tool call."""
 
     def __init__(self, tokenizer: Tokenizer):
         self.tok = tokenizer
         self.base = tokenizer.vocab_size
         self.id = {name: self.base + i for i, name in enumerate(SPECIALS)}
         self.size = self.base + len(SPECIALS)
-        self.USER, self.AGENT, self.END = self.id["USER"], self.id["AGENT"], self.id["END"]
+        self.USER, self.AGENT, self.END, self.WAIT = (self.id[k] for k in ("USER", "AGENT", "END", "WAIT"))
         self.CALL, self.CALL_END = self.id["CALL"], self.id["CALL_END"]
 
     def text(self, s: str) -> list[int]:
@@ -203,17 +205,34 @@ def agent_ids(vocab: BrainVocab, turn: dict) -> tuple[list[int], list[float]]:
 
 
 def dialogue_stream(vocab: BrainVocab, spec: dict, rng: random.Random, ear: EarErrors | None = None,
-                    noise_scale: float = 1.0, word_dropout: float = 0.0) -> tuple[list[int], list[float]]:
-    """A planned dialogue (dialogue_corpus.plan_dialogue) as (ids, loss weights)."""
+                    noise_scale: float = 1.0, word_dropout: float = 0.0,
+                    wait_share: float = 0.0) -> tuple[list[int], list[float]]:
+    """A planned dialogue (dialogue_corpus.plan_dialogue) as (ids, loss weights).
+
+    Where the user's words end, the model predicts AGENT (the request is complete: answer) and,
+    in `wait_share` of the requests of two words or more, first WAIT after a cut at a random word
+    (a pause inside the request: the words so far do not make a request yet). That is the
+    semantic half of turn-taking: silence says the user paused, the brain says whether they
+    finished."""
     ids, weights = [BOS_ID], [0.0]
     for turn in spec["turns"]:
         heard = asr_text(request_words(turn, rng, word_dropout))  # as the ear writes: no punctuation
         if ear is not None and noise_scale > 0:
             heard = ear.corrupt(heard, rng, noise_scale)
-        user = [vocab.USER] + vocab.text(heard) + [vocab.AGENT]
+        words = heard.split()
+        user, w_user = [vocab.USER], [0.0]
+        if len(words) >= 2 and rng.random() < wait_share:
+            cut = rng.randint(1, len(words) - 1)
+            first = vocab.text(" ".join(words[:cut]))
+            user += first + [vocab.WAIT]
+            w_user += [0.0] * len(first) + [1.0]
+            words = words[cut:]
+        rest = vocab.text(" ".join(words))
+        user += rest + [vocab.AGENT]
+        w_user += [0.0] * len(rest) + [1.0]
         reply, w = agent_ids(vocab, turn)
         ids += user + reply + [vocab.END]
-        weights += [0.0] * len(user) + w + [1.0]
+        weights += w_user + w + [1.0]
     return ids, weights
 
 
@@ -232,15 +251,17 @@ class TrainingDialogues:
     max_noise_scale, and a share of clean ones)."""
 
     def __init__(self, vocab: BrainVocab, ear: EarErrors | None, seed: int, max_len: int,
-                 max_noise_scale: float = 2.0, clean_share: float = 0.2, word_dropout: float = 0.15):
+                 max_noise_scale: float = 2.0, clean_share: float = 0.2, word_dropout: float = 0.15,
+                 wait_share: float = 0.3):
         self.vocab, self.ear, self.seed, self.max_len = vocab, ear, seed, max_len
         self.max_noise, self.clean_share, self.word_dropout = max_noise_scale, clean_share, word_dropout
+        self.wait_share = wait_share
 
     def item(self, index: int) -> tuple[list[int], list[float]]:
         rng = random.Random(f"{self.seed}:{index}")
         spec = dialogue_corpus.plan_dialogue("train", rng.randrange(1 << 30), seed=self.seed, augment=False)
         scale = 0.0 if rng.random() < self.clean_share else rng.uniform(0.0, self.max_noise)
-        ids, w = dialogue_stream(self.vocab, spec, rng, self.ear, scale, self.word_dropout)
+        ids, w = dialogue_stream(self.vocab, spec, rng, self.ear, scale, self.word_dropout, self.wait_share)
         return fit(ids, w, self.max_len, self.vocab)
 
     def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:

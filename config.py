@@ -154,6 +154,7 @@ class BrainConfig:
     max_noise_scale: float = 2.0  # the ear's measured errors, scaled by up to this (checkpoints/ear_errors.json)
     clean_share: float = 0.2  # dialogues whose user side is the true text
     word_dropout: float = 0.15  # request words (not slot words) dropped: learn every cue of an intent
+    wait_share: float = 0.3  # requests cut at a random word and marked WAIT there (brain_data.dialogue_stream)
 
 
 @dataclass

@@ -160,7 +160,7 @@ def train(args, cfg: Config) -> None:
     if ear_errors is None and rt.is_main:
         print(f"warning: no {args.ear_errors} (train_brain.py --measure_ear): training on clean transcripts")
     data = bd.TrainingDialogues(vocab, ear_errors, tc.seed, bc.train_tokens, bc.max_noise_scale,
-                                bc.clean_share, bc.word_dropout)
+                                bc.clean_share, bc.word_dropout, bc.wait_share)
     brain = ab.Brain(bc, vocab).to(rt.device)
     optimizer = torch.optim.AdamW(brain.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     ckpts = ckio.Checkpoints(tc.out_dir, tc.keep_checkpoints)

@@ -86,9 +86,9 @@ def test_a_call_survives_the_token_stream(vocab):
         vocab.parse_call(vocab.text("ఐదు"))  # no tool name
 
 
-def test_dialogue_stream_trains_the_agents_side_only(vocab):
+def test_dialogue_stream_trains_the_agents_side_and_the_end_of_a_request(vocab):
     spec = dialogue_corpus.plan_dialogue("train", 11, augment=False)
-    ids, w = bd.dialogue_stream(vocab, spec, random.Random(0))
+    ids, w = bd.dialogue_stream(vocab, spec, random.Random(0), wait_share=1.0)
     assert len(ids) == len(w) and ids[0] == 2
     user_open = False
     for t, weight in zip(ids, w):
@@ -96,8 +96,12 @@ def test_dialogue_stream_trains_the_agents_side_only(vocab):
             user_open = True
         if t == vocab.AGENT:
             user_open = False
-        if user_open or t in (vocab.USER, vocab.AGENT):
-            assert weight == 0.0
+        if t in (vocab.AGENT, vocab.WAIT):
+            assert weight == 1.0  # a whole request, or not yet
+        elif user_open:
+            assert weight == 0.0  # the user's words are heard, not predicted
+    waits = sum(t == vocab.WAIT for t in ids)
+    assert waits == sum(len(bd.asr_text(t["user_text"]).split()) >= 2 for t in spec["turns"]) and waits >= 1
     assert sum(t == vocab.END for t in ids) == len(spec["turns"])
     assert all(w[i] == 1.0 for i, t in enumerate(ids) if t == vocab.END)
     short, short_w = bd.fit(ids, w, 40, vocab)
@@ -163,6 +167,17 @@ def test_a_call_that_cannot_run_is_not_guessed(vocab):
     brain = ScriptedBrain(vocab, script)
     a = brain.reply(brain.conversation(), "మూఢు ప్లస్ ఐదు ఎంత")
     assert a.text == tools.UNHEARD_NUMBER and a.calls[0].tool == "error"
+
+
+def test_end_of_turn_prob_reads_without_committing(vocab):
+    brain = small_brain(vocab)
+    convo = brain.conversation()
+    brain.remember(convo, "నమస్కారం", "నమస్కారం, చెప్పండి.")
+    before = (list(convo.history), convo.position, [c[0].clone() for c in convo.cache])
+    p = brain.end_of_turn_prob(convo, "ఈ రోజు")
+    assert 0.0 < p < 1.0
+    assert convo.history == before[0] and convo.position == before[1]
+    assert all(torch.equal(c[0], k) for c, k in zip(convo.cache, before[2]))
 
 
 def test_an_untrained_reply_still_ends_its_turn(vocab):
