@@ -212,6 +212,11 @@ class ContextConfig:
     # on held-out dialogues it cut the median response gap from 506 to 362 ms (docs/experiments.md, session 9).
     endpoint_quiet_frames: int = 2
     endpoint_word_prob: float = 0.03
+    # The v2 agent (voice_agent.py): after endpoint_quiet_frames of quiet the brain reads the words
+    # so far; it answers when P(a whole request) >= end_of_turn_prob, or anyway after max_wait_frames
+    # of quiet (the corpus's pauses inside a request last 0.25-0.7 s).
+    end_of_turn_prob: float = 0.5
+    max_wait_frames: int = 25
     text_lag_frames: int = 25  # transcript pieces this late still belong to the turn that ended
     history_turns: int = 200  # turns kept with text; older ones are dropped (hour-long sessions)
     timing_window: int = 1500  # frames of per-frame timings kept for percentiles (60 s)

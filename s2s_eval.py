@@ -157,6 +157,11 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
     run = s2s.converse(model, codec, user, voice, context_cfg, temperature, top_k, seed, tokenizer=tokenizer,
                        text_temperature=text_temperature, text_top_k=text_top_k, user_text_ids=oracle,
                        now=d["meta"].get("now"))  # the moment its time and date answers were written for
+    return score_dialogue(run, d, encoder, bank, model.frame_size, sr)
+
+
+def score_dialogue(run: dict, d: dict, encoder, bank, frame_size: int, sr: int) -> dict:
+    """What the agent did in one replayed dialogue (a converse() report), turn by turn."""
     frame_s = run["frame_ms"] / 1000
     active = [db > s2s.AGENT_ACTIVE_DB for db in run["agent_db"]]
     meta = d["meta"]
@@ -191,7 +196,7 @@ def run_dialogue(model, codec, bank, tokenizer, d: dict, context_cfg, temperatur
            "user_ref": words_text(d["user_words"]), "user_hyp": run["user_text"], "agent_text": run["agent_text"],
            "step_ms": run["step_ms"], "frame_ms": run["frame_total_ms"]}
     if encoder is not None:
-        out.update(voice_check(run, active, encoder, bank, d["agent_voice"], sr, model.frame_size))
+        out.update(voice_check(run, active, encoder, bank, d["agent_voice"], sr, frame_size))
     out["agent_pcm"] = run["agent_pcm"]
     return out
 
@@ -443,8 +448,57 @@ def transcript_report(model, codec, tokenizer, args, bank_path: Path) -> int:
     return 0
 
 
+def run_v2(args) -> int:
+    """The v2 agent (voice_agent.py: ear, brain, mouth) on the same dialogues and measures; the
+    round trip is read by the ear."""
+    import speaker_embeddings
+    import voice_agent
+
+    agent = voice_agent.load(args.ear, args.brain, args.mouth)
+    encoder = speaker_embeddings.load(args.speaker_path) if args.speaker_path or \
+        speaker_embeddings.DEFAULT_CHECKPOINT.exists() else None
+    bank = speaker_embeddings.VoiceBank.load(args.voice_bank)
+    dialogues = sb.read_dialogues(args.dialogues, args.split, args.limit or None)
+    if not dialogues:
+        raise SystemExit(f"no dialogues in {args.dialogues}/dialogues_{args.split}.jsonl (dialogue_corpus.py)")
+    sr, results = agent.codec.sample_rate, []
+    for i, d in enumerate(dialogues):
+        user = sb.read_channel(d["audio"], 0, sample_rate=sr)
+        run = voice_agent.converse(agent, user, d["agent_voice"], d["meta"].get("now"))
+        r = score_dialogue(run, d, encoder, bank, agent.frame_size, sr)
+        if r["agent_text"]:
+            r["round_trip_hyp"] = agent.ear.transcribe(r["agent_pcm"])[0]
+        results.append(r)
+        print(f"\r{i + 1}/{len(dialogues)} dialogues", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    by_voice = defaultdict(list)
+    for r in results:
+        by_voice[r["agent_voice"]].append(r)
+    report = {"agent": "v2", "ear": str(args.ear or "checkpoints/asr.safetensors"),
+              "brain": str(args.brain or "checkpoints/brain.safetensors"),
+              "mouth": str(args.mouth or "checkpoints/mouth.safetensors"), "dialogues": args.dialogues,
+              "split": args.split, "threads": args.threads,
+              "context": {k: getattr(agent.cfg, k) for k in ("ear_vad_threshold", "endpoint_quiet_frames",
+                                                              "end_of_turn_prob", "max_wait_frames", "barge_in_frames")},
+              "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
+              "per_intent": by_intent(results), "targets": TARGETS}
+    report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
+                           "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms", "talked_over",
+                                                        "hesitation")} for t in r["turns"]]} for r in results[:5]]
+    print(table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--agent", choices=["s2s", "v2"], default="s2s",
+                   help="s2s: the end-to-end S2S model (--checkpoint); v2: ear + brain + mouth (voice_agent.py)")
+    p.add_argument("--ear", help="with --agent v2: the ear (default checkpoints/asr.safetensors)")
+    p.add_argument("--brain", help="with --agent v2: the brain (default checkpoints/brain.safetensors)")
+    p.add_argument("--mouth", help="with --agent v2: the mouth (default checkpoints/mouth.safetensors)")
     p.add_argument("--checkpoint", help="S2S .safetensors (default: the shipped model)")
     p.add_argument("--codec", help="codec .safetensors (default: the shipped codec)")
     p.add_argument("--speaker_path", help="speaker encoder .safetensors (default: the shipped one)")
@@ -491,6 +545,8 @@ def main(argv=None) -> int:
                                                                 "logit lowered by this much")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.agent == "v2":
+        return run_v2(args)
 
     import speaker_embeddings
     import telugu_codec_fixed

@@ -1,0 +1,259 @@
+"""The agent, v2 (#25): it hears with the ear, answers with the brain, speaks with the mouth, each
+trained on its own with the data and loss that suit it, joined here frame by frame.
+
+    user pcm ─▶ ear.step ─pieces, speech prob─▶ Session: words heard, quiet frames, ContextManager
+                    the user paused: brain.end_of_turn_prob(words so far) ≥ threshold
+                    (a whole request), or quiet for max_wait: brain.reply ─▶ answer text
+    mouth.say(answer) ─▶ mouth.step ─codes─▶ codec.decode_step ─▶ agent pcm
+    ContextManager: turn state, barge-in (mouth.stop), the transcript of both sides
+
+Turn-taking has two halves. Silence says the user paused (the ear's speech probability, frame by
+frame); the brain says whether the words so far make a request (its WAIT/AGENT prediction,
+brain_data.dialogue_stream), so a pause inside "ఈ రోజు ... తేదీ ఎంత" is waited out while a
+finished "ఈ రోజు తేదీ ఎంత" is answered after two quiet frames. Words the user says over the
+agent without interrupting it ("ఊ") are backchannels, not requests; a barge-in makes them the
+start of the next request.
+
+    agent = VoiceAgent(ear, brain, mouth)                         # or voice_agent.load()
+    session = agent.session(voice="lakshmi", now=datetime.now())
+    frames = agent.step([session], [pcm_frame])                   # one AgentFrame per session
+
+`step` runs the ear, the mouth and the codec once over every session that has a frame (a worker's
+batch), and the brain for the sessions whose turn ended on this frame.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import agent_brain
+import agent_mouth
+import telugu_asr
+from config import ContextConfig
+from context_manager import INTERRUPTED, SPEAKING, ContextManager
+
+
+@dataclass
+class AgentFrame:
+    pcm: np.ndarray  # [frame_size] float32: the agent's audio for this frame (silence when listening)
+    user_piece: str  # text the ear recognised on this frame
+    agent_piece: str  # words the mouth finished saying on this frame
+    state: str  # ContextManager's turn state
+    events: list[str] = field(default_factory=list)  # ContextManager's, plus "answer" when the brain replied
+    answer: str = ""  # the brain's whole answer, on the frame it was written
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    """One conversation: its voice, clock, turn bookkeeping and brain context; its row in the
+    agent's batch is `row` while it is stepped there."""
+    voice: str
+    context: ContextManager
+    brain: agent_brain.Conversation
+    heard: str = ""  # the user's words since the last answer (or barge-in)
+    over_agent: str = ""  # words heard while the agent spoke: a backchannel unless it was a barge-in
+    quiet: int = 0  # frames since the ear last heard speech
+    asked: str | None = None  # `heard` when the brain last said "not a whole request yet"
+    row: int = -1
+
+
+class VoiceAgent:
+    def __init__(self, ear: telugu_asr.Ear, brain: agent_brain.Brain, mouth: agent_mouth.Mouth,
+                 context: ContextConfig | None = None):
+        self.ear, self.brain, self.mouth, self.codec = ear, brain, mouth, mouth.codec
+        self.cfg = context or ContextConfig()
+        self.frame_size = self.codec.frame_size
+        self.frame_ms = int(round(1000 * self.frame_size / self.codec.sample_rate))
+        self.sessions: list[Session] = []
+        self.ear_state = ear.init_state(0)
+        self.mouth_state = mouth.init_state(0, torch.zeros(0, mouth.voice_table.shape[1]))
+        self.codec_state = self.codec.init_state(0)
+
+    # --- sessions join and leave ----------------------------------------------------------------
+    def session(self, voice: str, now: dt.datetime | None = None) -> Session:
+        s = Session(voice, ContextManager(self.cfg, self.frame_ms), self.brain.conversation(now, voice))
+        s.row = len(self.sessions)
+        self.sessions.append(s)
+        self.ear_state = self.ear_state.join(self.ear.init_state(1))
+        one = self.mouth.init_state(1, [voice])
+        m = self.mouth_state
+        self.mouth_state = agent_mouth.MouthState(torch.cat([m.voice, one.voice]), torch.cat([m.hidden, one.hidden], 1),
+                                                  m.queue + one.queue, m.current + one.current)
+        fresh = self.codec.init_state(1)
+        self.codec_state = {k: torch.cat([v, fresh[k]]) for k, v in self.codec_state.items()}
+        return s
+
+    def close(self, s: Session) -> None:
+        """The session leaves; the last row moves into its place."""
+        r, last = s.row, len(self.sessions) - 1
+        order = [last if i == r else i for i in range(last)]  # rows kept, in their new order
+        self.ear_state = self.ear_state.leave(r)
+        m = self.mouth_state
+        self.mouth_state = agent_mouth.MouthState(m.voice[order], m.hidden[:, order], [m.queue[i] for i in order],
+                                                  [m.current[i] for i in order])
+        self.codec_state = {k: v[order] for k, v in self.codec_state.items()}
+        self.sessions[r] = self.sessions[last]
+        self.sessions[r].row = r
+        self.sessions.pop()
+        s.row = -1
+
+    # --- one frame ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self, sessions: list[Session], frames: list[np.ndarray]) -> list[AgentFrame]:
+        """One user frame per session in, one agent frame per session out. Sessions not in the
+        list keep their place: their ear and codec rows are not stepped; their mouth row is (a
+        session without a frame this tick is late, and its answer moves on with the clock)."""
+        t0 = time.perf_counter()
+        rows = torch.tensor([s.row for s in sessions])
+        pcm = torch.from_numpy(np.stack([np.asarray(f, np.float32) for f in frames]))
+        pieces, _, speech, _ = self.ear.step(pcm, self.ear_state, rows)
+        t1 = time.perf_counter()
+        answers = {}
+        for s, piece, p in zip(sessions, pieces, speech[:, -1].tolist()):
+            answers[s.row] = self._listen(s, piece, p)
+        t2 = time.perf_counter()
+        codes, spoken, _ = self.mouth.step(self.mouth_state)
+        audio, self.codec_state = self._decode(codes, rows)
+        t3 = time.perf_counter()
+        out = []
+        for k, (s, piece, p) in enumerate(zip(sessions, pieces, speech[:, -1].tolist())):
+            agent_pcm = audio[k]
+            said = " ".join(spoken[s.row])
+            res = s.context.update(frames[k], agent_pcm, user_text=piece, agent_text=(" " + said) if said else "",
+                                   user_speech_prob=p)
+            if "barge_in" in res.events:
+                self.mouth.stop(self.mouth_state, s.row)
+                s.heard, s.over_agent, s.asked = s.over_agent, "", None  # what they said over it starts the request
+            if res.mute_agent:
+                agent_pcm = np.zeros_like(agent_pcm)
+            events = list(res.events) + (["answer"] if answers[s.row] else [])
+            out.append(AgentFrame(agent_pcm, piece, "" if res.mute_agent else said, res.state, events,
+                                  answers[s.row] or "", {"ear_ms": (t1 - t0) * 1000, "brain_ms": (t2 - t1) * 1000,
+                                                         "mouth_codec_ms": (t3 - t2) * 1000}))
+        return out
+
+    def _listen(self, s: Session, piece: str, speech_prob: float) -> str | None:
+        """The user's side of one frame: collect the words, and answer when the request is over."""
+        speaking_agent = s.context.state in (SPEAKING, INTERRUPTED) or self.mouth.speaking(self.mouth_state, s.row)
+        if speaking_agent and s.context.state != INTERRUPTED:
+            s.over_agent += piece
+        else:
+            s.heard += piece
+        if not speaking_agent and s.over_agent and s.context.state != INTERRUPTED:
+            s.over_agent = ""  # the agent finished and no barge-in came: it was a backchannel
+        s.quiet = 0 if speech_prob >= self.cfg.ear_vad_threshold else s.quiet + 1
+        words = " ".join(s.heard.split())
+        if not words or speaking_agent or s.quiet < self.cfg.endpoint_quiet_frames or piece.strip():
+            return None
+        if s.quiet < self.cfg.max_wait_frames:  # a pause: is it the end of the request?
+            if s.asked == words:
+                return None
+            if self.brain.end_of_turn_prob(s.brain, words) < self.cfg.end_of_turn_prob:
+                s.asked = words
+                return None
+        answer = self.brain.reply(s.brain, words)
+        s.heard, s.asked = "", None
+        if answer.text:
+            self.mouth.say(self.mouth_state, s.row, answer.text)
+        return answer.text
+
+    def _decode(self, codes, rows):
+        """The codec's streaming decoder over the stepped rows (all rows' states kept)."""
+        all_rows = len(rows) == len(self.sessions) and bool((rows == torch.arange(len(rows))).all())
+        state = self.codec_state if all_rows else {k: v[rows] for k, v in self.codec_state.items()}
+        pcm, new = self.codec.decode_step(codes[rows].unsqueeze(-1), state)
+        if all_rows:
+            return pcm[:, 0].float().numpy(), new
+        merged = {k: v.clone() for k, v in self.codec_state.items()}
+        for k in merged:
+            merged[k][rows] = new[k]
+        return pcm[:, 0].float().numpy(), merged
+
+
+# --- offline: a whole recording as one conversation ------------------------------------------------
+
+def frame_db(pcm) -> float:
+    return 10 * math.log10(float(np.mean(np.square(pcm, dtype=np.float64))) + 1e-10) if len(pcm) else -100.0
+
+
+def converse(agent: VoiceAgent, user_pcm: np.ndarray, voice: str, now=None) -> dict:
+    """Play `user_pcm` (24 kHz) as the user's side, frame by frame, as the server would; the same
+    report as s2s_transformer.converse (agent_pcm, pieces with times, levels, step times)."""
+    fs = agent.frame_size
+    n = -(-len(user_pcm) // fs)
+    user = np.zeros(n * fs, np.float32)
+    user[:len(user_pcm)] = user_pcm
+    if isinstance(now, str):
+        now = dt.datetime.fromisoformat(now)
+    s = agent.session(voice, now)
+    try:
+        agent_pcm = np.zeros_like(user)
+        pieces = {"user": [], "agent": []}
+        answers, agent_db, user_loud, muted, step_ms = [], [], [], [], []
+        for t in range(n):
+            t0 = time.perf_counter()
+            f = agent.step([s], [user[t * fs:(t + 1) * fs]])[0]
+            step_ms.append((time.perf_counter() - t0) * 1000)
+            agent_pcm[t * fs:(t + 1) * fs] = f.pcm
+            t_end = round((t + 1) * agent.frame_ms / 1000, 3)
+            if f.user_piece:
+                pieces["user"].append({"t": t_end, "piece": f.user_piece})
+            if f.agent_piece:
+                pieces["agent"].append({"t": t_end, "piece": " " + f.agent_piece})
+            if f.answer:
+                answers.append({"t": t_end, "text": f.answer})
+            agent_db.append(frame_db(f.pcm))
+            user_loud.append(bool(s.context.user_vad.loud))
+            muted.append("barge_in" in f.events or f.state == INTERRUPTED)
+        return {"agent_pcm": agent_pcm, "n_frames": n, "frame_ms": agent.frame_ms, "pieces": pieces,
+                "answers": answers, "user_text": " ".join("".join(p["piece"] for p in pieces["user"]).split()),
+                "agent_text": " ".join("".join(p["piece"] for p in pieces["agent"]).split()),
+                "user_loud": user_loud, "agent_db": agent_db, "muted": muted, "step_ms": step_ms,
+                "frame_total_ms": step_ms, "context": s.context}
+    finally:
+        agent.close(s)
+
+
+def load(ear=None, brain=None, mouth=None, context: ContextConfig | None = None) -> VoiceAgent:
+    """The agent from the shipped checkpoints (or the given paths)."""
+    return VoiceAgent(telugu_asr.load(ear), agent_brain.load(brain), agent_mouth.load(mouth), context)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="the v2 agent on a recording: what it heard, answered and said")
+    p.add_argument("inputs", nargs="+", help="user recordings (any rate; one conversation each)")
+    p.add_argument("--voice", default="lakshmi")
+    p.add_argument("--now", help="ISO time of the conversation (default now)")
+    p.add_argument("--out", help="write the agent's side of the first input here (WAV)")
+    p.add_argument("--ear"), p.add_argument("--brain"), p.add_argument("--mouth")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    from audio_io import load_audio, save_wav
+
+    agent = load(args.ear, args.brain, args.mouth)
+    for i, path in enumerate(args.inputs):
+        try:
+            pcm = load_audio(path, agent.codec.sample_rate)
+        except Exception as e:  # noqa: BLE001  (a bad file is reported on its line; the others go on)
+            print(json.dumps({"path": path, "error": f"{type(e).__name__}: {e}"}, ensure_ascii=False))
+            continue
+        run = converse(agent, pcm, args.voice, args.now)
+        print(json.dumps({"path": path, "heard": run["user_text"], "answers": run["answers"],
+                          "said": run["agent_text"], "step_ms_p50": round(float(np.median(run["step_ms"])), 2)},
+                         ensure_ascii=False))
+        if args.out and i == 0:
+            save_wav(args.out, run["agent_pcm"], agent.codec.sample_rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
