@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +78,17 @@ def encode_text(text: str) -> tuple[str, list[int]]:
 
 
 def word_ends(spoken: str) -> list[tuple[str, int]]:
-    """(word, index of its last character's symbol) for each whitespace word of the spoken form;
-    symbol index = character index + 1 (after ^)."""
-    out, start = [], None
-    for i, ch in enumerate(spoken + " "):
-        if ch != " " and start is None:
-            start = i
-        elif ch == " " and start is not None:
-            out.append((spoken[start:i], i))  # last character i - 1 -> symbol i
-            start = None
+    """(word, symbol index of its last letter) for each word of the spoken form, its edge
+    punctuation cut (as telugu_tts words are); symbol index = character index + 1 (after ^)."""
+    out = []
+    for m in re.finditer(r"\S+", spoken):
+        a, b = m.span()
+        while a < b and spoken[a] in PUNCTUATION:
+            a += 1
+        while b > a and spoken[b - 1] in PUNCTUATION:
+            b -= 1
+        if a < b:
+            out.append((spoken[a:b], b))  # last letter b - 1 -> symbol b
     return out
 
 

@@ -497,6 +497,7 @@ def main(argv=None):
     ap.add_argument("--voices", nargs="+", default=list(AGENT_VOICES), help="with --prepare")
     ap.add_argument("--limit", type=int, default=0, help="with --prepare / --eval: at most this many texts a split")
     ap.add_argument("--data", default=str(DATA_DIR), help="folder of the prepared shards")
+    ap.add_argument("--answer_draws", type=int, default=20000, help="with --prepare: domain turns drawn for answers")
     ap.add_argument("--batch_frames", type=int, default=3000, help="padded frames per batch, at most")
     ap.add_argument("--val_texts", type=int, default=10, help="val texts per voice at each validation (0: none)")
     ap.add_argument("--eval_minutes", type=float, default=5.0, help="validate every this many minutes")
@@ -510,7 +511,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.prepare:
-        texts = corpus_texts()
+        texts = corpus_texts(answer_draws=args.answer_draws)
         if args.limit:
             texts = {k: v[:args.limit] for k, v in texts.items()}
         prepare(args.data, args.voices, texts=texts)
