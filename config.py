@@ -223,6 +223,25 @@ class ContextConfig:
 
 
 @dataclass
+class MouthConfig:
+    """agent_mouth.py: agent text -> pitch-codec frames in a chosen voice (issue #25 section 3)."""
+    codec_checkpoint: str = "checkpoints/codec_pitch.safetensors"  # the codec whose frames it speaks
+    voices: list[str] = field(default_factory=lambda: ["lakshmi", "priya", "ravi", "kiran"])
+    voice_dim: int = 192  # the speaker encoder's embedding (checkpoints/voice_bank.json)
+    d_model: int = 192  # text encoder over the characters of the whole answer (look-ahead is free)
+    n_layers: int = 4
+    n_heads: int = 4
+    conv_kernel: int = 5  # a conv before the attention layers: local context, relative position
+    dropout: float = 0.1
+    frame_hidden: int = 256  # causal frame decoder (GRU), one step per 40 ms frame
+    frame_layers: int = 2
+    latent_weight: float = 1.0  # L1 on the codec's continuous envelope latent
+    f0_weight: float = 1.0  # L1 on log2 F0 of each 10 ms patch (octaves), voiced frames only
+    voicing_weight: float = 0.2  # BCE on the frame's voicing (pitch code > 0)
+    duration_weight: float = 0.5  # MSE on log(1 + frames) per symbol
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 100
     max_steps: int = 0  # 0: run the epochs; >0 stops there (useful for time-boxed CPU runs)
@@ -296,6 +315,8 @@ class Config:
     train_s2s: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/s2s"))
     train_asr: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/asr"))
     train_brain: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/brain"))
+    mouth: MouthConfig = field(default_factory=MouthConfig)
+    train_mouth: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/mouth"))
     server: ServerConfig = field(default_factory=ServerConfig)
     preset: str = "default"
 

@@ -44,6 +44,8 @@ LAYERS = {
     "context_manager": MODELS,
     "telugu_asr": MODELS,
     "agent_brain": MODELS,
+    "agent_mouth": MODELS,
+    "voice_agent": MODELS,
     # 4. top: training, evaluation, serving (a train script may call an evaluation, not the reverse)
     "train_utils": TOP,
     "train_codec_dac": TOP,
@@ -51,6 +53,7 @@ LAYERS = {
     "train_s2s": TOP,
     "train_asr": TOP,
     "train_brain": TOP,
+    "train_mouth": TOP,
     "codec_eval": TOP,
     "s2s_eval": TOP,
     "frame_scheduler": TOP,
