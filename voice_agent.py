@@ -148,9 +148,10 @@ class VoiceAgent:
             s.over_agent += piece
         else:
             s.heard += piece
-        if not speaking_agent and s.over_agent and s.context.state != INTERRUPTED:
-            s.over_agent = ""  # the agent finished and no barge-in came: it was a backchannel
         s.quiet = 0 if speech_prob >= self.cfg.ear_vad_threshold else s.quiet + 1
+        if s.over_agent and s.context.state != INTERRUPTED and \
+                (not speaking_agent or s.quiet >= self.cfg.vad_hangover_frames):
+            s.over_agent = ""  # the user went quiet again (or the agent finished) with no barge-in: a backchannel
         words = " ".join(s.heard.split())
         if not words or speaking_agent or s.quiet < self.cfg.endpoint_quiet_frames or piece.strip():
             return None
