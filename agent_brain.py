@@ -70,7 +70,8 @@ class Brain(nn.Module):
     # --- answering ------------------------------------------------------------------------------
 
     def conversation(self, now: dt.datetime | None = None, agent_voice: str = "lakshmi") -> "Conversation":
-        return Conversation(tools.ToolContext(now or dt.datetime.now(), agent_voice))
+        """now: the moment the clock tools read (None: the wall clock at each call)."""
+        return Conversation(tools.ToolContext(now, agent_voice))
 
     @torch.no_grad()
     def reply(self, convo: "Conversation", heard: str) -> "Answer":

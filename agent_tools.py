@@ -44,8 +44,9 @@ class Call:
 
 @dataclass
 class ToolContext:
-    """What the tools read: the conversation's clock, the agent's voice, its last full answer."""
-    now: dt.datetime = field(default_factory=dt.datetime.now)
+    """What the tools read: the conversation's clock (None: the wall clock when the tool runs, as a
+    live server wants), the agent's voice, its last full answer."""
+    now: dt.datetime | None = None
     agent_voice: str = "lakshmi"
     previous_answer: str | None = None
 
@@ -121,7 +122,7 @@ def _offset(args: list[str]) -> int:
 
 def run(call: Call, ctx: ToolContext) -> str:
     """The call's result as Telugu text, exactly as the domain words it (dialogue_domain)."""
-    now = ctx.now
+    now = ctx.now or dt.datetime.now().replace(second=0, microsecond=0)
     if call.tool == "calc":
         return domain.number_words(calculate(call.args))
     if call.tool == "time":

@@ -98,11 +98,13 @@ class Conversation:
         from context_manager import ContextManager
 
         self.models, self.cfg, self.voice = models, cfg, voice
-        with torch.inference_mode():
-            self.gen = models.s2s.streaming(voice=models.voices[voice]["embedding"], temperature=temperature,
-                                            top_k=top_k, seed=seed, codec=models.codec, tokenizer=models.tokenizer,
-                                            text_temperature=text_temperature, text_top_k=text_top_k,
-                                            now=self._minute())
+        self.gen = self.v2 = None  # the S2S model's generator, or (the v2 agent) its voice_agent.Session
+        if getattr(models, "brain", None) is None:
+            with torch.inference_mode():
+                self.gen = models.s2s.streaming(voice=models.voices[voice]["embedding"], temperature=temperature,
+                                                top_k=top_k, seed=seed, codec=models.codec, tokenizer=models.tokenizer,
+                                                text_temperature=text_temperature, text_top_k=text_top_k,
+                                                now=self._minute())
         self.ctx = ContextManager(cfg.context, frame_ms=round(models.frame_ms))
         self.words = UserWords() if getattr(models, "ear", None) is not None else None
         self.silence = np.zeros(models.frame_size, dtype=np.float32)
@@ -136,6 +138,17 @@ class Conversation:
         return FrameOut(pcm16_bytes(audio), "" if res.mute_agent else out.agent_text_piece, page_text,
                         res.state if "state" in res.events else None, barge_in, compute_ms, stats,
                         self.ctx.frame - 1)
+
+    def finish_agent(self, pcm: np.ndarray, frame, compute_ms: float, cpu_ms: float) -> FrameOut:
+        """The v2 agent's frame (voice_agent.AgentFrame; its ContextManager, self.ctx, has seen both
+        sides already) -> what the session sends."""
+        self.ctx.timings["compute_ms"].append(compute_ms)
+        self.ctx.timings["cpu_ms"].append(cpu_ms)
+        page_text = self.words.feed(frame.user_piece) if self.words is not None else frame.user_piece
+        stats = self.stats() if self.ctx.frame % self.stats_every == 0 else None
+        return FrameOut(pcm16_bytes(frame.pcm), " " + frame.agent_piece if frame.agent_piece else "", page_text,
+                        frame.state if "state" in frame.events else None, "barge_in" in frame.events, compute_ms,
+                        stats, self.ctx.frame - 1)
 
     def stats(self) -> dict:
         s = self.ctx.stats()
@@ -268,6 +281,49 @@ class ConversationBatch:
         return audio
 
 
+class AgentBatch:
+    """The rows of one worker when the agent is v2 (voice_agent.VoiceAgent: the ear, the brain, the
+    mouth and the codec): the VoiceAgent owns every row's state, conversation r is its session r."""
+    s2s = None  # no S2S generator batch (measure_capacity asks)
+
+    def __init__(self, models, cfg: Config):
+        import voice_agent
+
+        self.models = models
+        self.agent = voice_agent.VoiceAgent(models.ear, models.brain, models.mouth, cfg.context)
+        self.convs: list[Conversation] = []
+
+    def __len__(self) -> int:
+        return len(self.convs)
+
+    def add(self, conv: Conversation) -> None:
+        conv.v2 = self.agent.session(conv.voice, None, conv.ctx)  # None: the clock tools read the wall clock
+        conv.row = conv.v2.row
+        self.convs.append(conv)
+
+    def remove(self, conv: Conversation) -> None:
+        r, last = conv.row, len(self.convs) - 1
+        self.agent.close(conv.v2)
+        self.convs[r] = self.convs[last]
+        self.convs[r].row = r
+        self.convs.pop()
+        conv.row = -1
+
+    def step(self, items: list[tuple[Conversation, np.ndarray]]) -> list[FrameOut]:
+        if not items:
+            return []
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        frames = self.agent.step([c.v2 for c, _ in items], [pcm for _, pcm in items])
+        compute_ms = (time.perf_counter() - t0) * 1000
+        cpu_ms = (time.thread_time() - cpu0) * 1000 / len(items)
+        return [c.finish_agent(pcm, f, compute_ms, cpu_ms) for (c, pcm), f in zip(items, frames)]
+
+
+def new_batch(models, cfg: Config):
+    """A worker's batch: the v2 agent's when the models have a brain, else the S2S model's."""
+    return AgentBatch(models, cfg) if getattr(models, "brain", None) is not None else ConversationBatch(models)
+
+
 def _trim_heap() -> None:
     """Give freed heap memory back to the OS (glibc). Conversations that come and go free
     tensors of every size across several threads' malloc arenas; without this an hour-long server's
@@ -336,7 +392,7 @@ class Worker:
 
         torch.set_num_threads(1)  # one core per worker: parallelism comes from the workers
         if self.cfg.server.batching:
-            self.shared = ConversationBatch(self.models)
+            self.shared = new_batch(self.models, self.cfg)
         wait_s = self.cfg.server.batch_wait_ms / 1000 if self.cfg.server.batching else 0.0
         while True:
             with self.lock:
@@ -380,7 +436,7 @@ class Worker:
         try:
             for c in joined:  # joins first: a conversation may start and stop between two ticks
                 if c.leaving != "drop":
-                    batch = self.shared if self.shared is not None else ConversationBatch(self.models)
+                    batch = self.shared if self.shared is not None else new_batch(self.models, self.cfg)
                     batch.add(c)
                     c.batch = batch
             for c in left:
@@ -436,7 +492,7 @@ def measure_capacity(models, cfg: Config, steps: int = 12, log=None) -> dict:
     budget = cfg.server.realtime_load * models.frame_ms
     voice = next(iter(models.voices))
     rng = np.random.default_rng(0)
-    shared = ConversationBatch(models) if cfg.server.batching else None
+    shared = new_batch(models, cfg) if cfg.server.batching else None
     convs, tick_ms, capacity = [], {}, 0
     frame = lambda: (0.05 * rng.standard_normal(models.frame_size)).astype(np.float32)  # noqa: E731
     for size in CAPACITY_BATCHES:
@@ -444,7 +500,7 @@ def measure_capacity(models, cfg: Config, steps: int = 12, log=None) -> dict:
             break
         while len(convs) < size:
             conv = Conversation(models, cfg, voice, seed=len(convs))
-            conv.batch = shared if shared is not None else ConversationBatch(models)
+            conv.batch = shared if shared is not None else new_batch(models, cfg)
             conv.batch.add(conv)
             convs.append(conv)
         for batch in {id(c.batch): c.batch for c in convs}.values():

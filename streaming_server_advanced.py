@@ -228,6 +228,10 @@ class Models:
     voices: dict  # name -> {"gender": str, "embedding": tensor [voice_dim] or None}
     info: dict = field(default_factory=dict)  # what /health reports
     ear: object | None = None  # telugu_asr.Ear: the user's transcript and voice activity; None: the S2S model's
+    # The v2 agent (voice_agent.py) instead of the S2S model: the brain answers, the mouth speaks on
+    # its codec (then `codec` is the mouth's and `s2s` is None)
+    brain: object | None = None
+    mouth: object | None = None
 
     @property
     def frame_size(self) -> int:
@@ -251,7 +255,8 @@ class Models:
     def algorithmic_delay_ms(self) -> float:
         """The agent's audio lags the frame that caused it: the acoustic delay (codebooks 1.. come
         `delay` steps after codebook 0) plus the codec decoder's iSTFT hop."""
-        return self.s2s.delay * self.frame_ms + 1000.0 * self.codec.delay / self.sample_rate
+        delay = self.s2s.delay if self.s2s is not None else 0  # the mouth emits each frame's codes at once
+        return delay * self.frame_ms + 1000.0 * self.codec.delay / self.sample_rate
 
 
 def _agent_voices_without_embeddings() -> dict:
@@ -301,9 +306,47 @@ def load_ear(path, codec, device: str = "cpu"):
     return ear, str(path or telugu_asr.SHIPPED)
 
 
+def v2_available(brain_path=None, mouth_path=None) -> bool:
+    import agent_brain
+    import agent_mouth
+
+    return Path(brain_path or agent_brain.SHIPPED).exists() and Path(mouth_path or agent_mouth.SHIPPED).exists()
+
+
+def load_agent_v2(cfg: Config, voice_bank_path=None, device: str = "cpu", asr_path=None, brain_path=None,
+                  mouth_path=None) -> Models:
+    """The v2 agent's models: the ear, the brain, the mouth (and the mouth's codec)."""
+    import agent_brain
+    import agent_mouth
+    import telugu_asr
+
+    brain = agent_brain.load(brain_path, device)
+    mouth = agent_mouth.load(mouth_path, device)
+    codec = mouth.codec
+    ear, ear_info = load_ear(asr_path or telugu_asr.SHIPPED, codec, device)
+    voices, bank_info = load_voices(voice_bank_path, None)
+    voices = {name: v for name, v in voices.items() if name in mouth.m.voices}
+    if not voices:
+        raise ValueError(f"the voice bank has none of the mouth's voices ({', '.join(mouth.m.voices)})")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    info = {"agent": "v2", "brain": str(brain_path or agent_brain.SHIPPED), "mouth": str(mouth_path or agent_mouth.SHIPPED),
+            "codec": mouth.cfg.mouth.codec_checkpoint, "asr": ear_info, "voice_bank": bank_info or None, "device": device,
+            "brain_params": count(brain), "mouth_params": count(mouth), "codec_params": count(codec),
+            "asr_params": count(ear)}
+    return Models(codec, None, None, voices, info, ear, brain, mouth)
+
+
 def load_models(cfg: Config, codec_path=None, s2s_path=None, voice_bank_path=None,
-                random_weights: bool = False, device: str = "cpu", asr_path=None, use_asr: bool = True) -> Models:
+                random_weights: bool = False, device: str = "cpu", asr_path=None, use_asr: bool = True,
+                agent: str = "s2s", brain_path=None, mouth_path=None) -> Models:
+    """agent: "s2s" (the end-to-end S2S model), "v2" (ear + brain + mouth, voice_agent.py) or
+    "auto" (v2 when its brain and mouth checkpoints exist and no S2S checkpoint was asked for)."""
     import torch
+
+    if agent == "auto":
+        agent = "v2" if not s2s_path and not random_weights and use_asr and v2_available(brain_path, mouth_path) else "s2s"
+    if agent == "v2":
+        return load_agent_v2(cfg, voice_bank_path, device, asr_path, brain_path, mouth_path)
 
     import s2s_transformer
     import telugu_codec_fixed
@@ -899,6 +942,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "four agent voices speak unconditioned)")
     p.add_argument("--asr", help="ear checkpoint (default checkpoints/asr.safetensors when it exists): the user's "
                                  "transcript and voice activity")
+    p.add_argument("--agent", choices=["auto", "s2s", "v2"], default="auto",
+                   help="v2: the ear, the brain and the mouth (voice_agent.py); s2s: the end-to-end S2S model; "
+                        "auto: v2 when checkpoints/brain.safetensors and checkpoints/mouth.safetensors exist")
+    p.add_argument("--brain", help="with the v2 agent: the brain checkpoint (default checkpoints/brain.safetensors)")
+    p.add_argument("--mouth", help="with the v2 agent: the mouth checkpoint (default checkpoints/mouth.safetensors)")
     p.add_argument("--no_asr", action="store_true", help="no ear: the S2S model's own transcript and the energy VAD")
     p.add_argument("--random_weights", action="store_true",
                    help="untrained models of the config's size (load tests, a page demo before training)")
@@ -932,7 +980,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     try:
         models = load_models(cfg, args.codec, args.s2s, args.voice_bank, args.random_weights, args.device,
-                             args.asr, not args.no_asr)
+                             args.asr, not args.no_asr, args.agent, args.brain, args.mouth)
     except (FileNotFoundError, ValueError) as e:
         log("model_error", logging.ERROR, error=str(e),
             hint="pass --codec/--s2s paths, or --random_weights to try the page with untrained models")

@@ -79,8 +79,11 @@ class VoiceAgent:
         self.codec_state = self.codec.init_state(0)
 
     # --- sessions join and leave ----------------------------------------------------------------
-    def session(self, voice: str, now: dt.datetime | None = None) -> Session:
-        s = Session(voice, ContextManager(self.cfg, self.frame_ms), self.brain.conversation(now, voice))
+    @torch.inference_mode()
+    def session(self, voice: str, now: dt.datetime | None = None, context: ContextManager | None = None) -> Session:
+        """A new conversation in the last row. now: the moment its clock tools read (None: the wall
+        clock); context: its ContextManager, when the caller keeps one (the server's Conversation)."""
+        s = Session(voice, context or ContextManager(self.cfg, self.frame_ms), self.brain.conversation(now, voice))
         s.row = len(self.sessions)
         self.sessions.append(s)
         self.ear_state = self.ear_state.join(self.ear.init_state(1))
@@ -92,6 +95,7 @@ class VoiceAgent:
         self.codec_state = {k: torch.cat([v, fresh[k]]) for k, v in self.codec_state.items()}
         return s
 
+    @torch.inference_mode()
     def close(self, s: Session) -> None:
         """The session leaves; the last row moves into its place."""
         r, last = s.row, len(self.sessions) - 1
