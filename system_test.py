@@ -26,12 +26,15 @@ Checks, in order (a check that needs a part that failed earlier fails and says s
                                 voice is transcribed with CER <= EAR_CER_BAR (0.25: the shipped ear
                                 measures its held-out voices in README "The ear"; an untrained one
                                 writes nothing or noise, CER about 1)
-    10  spoken answer offline   a held-out phrasing of a question, spoken by a TEST voice, through
-                                s2s_transformer.converse (the server's frame loop): the agent's text
+    10  checkpoint: brain       brain.safetensors + .json load (the v2 agent's brain, agent_brain.py)
+    11  checkpoint: mouth       mouth.safetensors + .json load on the codec its JSON names (agent_mouth.py)
+    12  spoken answer offline   a held-out phrasing of a question, spoken by a TEST voice, through the
+                                agent's frame loop (voice_agent.converse: ear, brain, mouth; with no
+                                brain and mouth shipped, s2s_transformer.converse): the agent's text
                                 answers it (dialogue_domain.is_correct) and its audio is audible
-    11  server over WebSocket   the same question through streaming_server_advanced.py on a free
+    13  server over WebSocket   the same question through streaming_server_advanced.py on a free
                                 loopback port (s2s_client.converse)
-    --gpu: 12 CUDA device, 13 CUDA streaming (codec streaming on CUDA equals CPU; S2S step faster
+    --gpu: 14 CUDA device, 15 CUDA streaming (codec streaming on CUDA equals CPU; S2S step faster
            than a frame)
     --record DIR: a scripted multi-turn Telugu conversation (a greeting, a sum, an interruption while
            the agent answers, a capital city) through the real server and the page in headless
@@ -111,6 +114,12 @@ class Env:
     voice: object = None
     voice_name: str | None = None
     question: dict = field(default_factory=dict)
+    brain: object = None  # the v2 agent's parts, when shipped
+    mouth: object = None
+
+    @property
+    def v2(self) -> bool:
+        return self.brain is not None and self.mouth is not None
 
     def path(self, name: str) -> Path:
         return self.checkpoints / name
@@ -361,7 +370,37 @@ def check_ear(env: Env) -> str:
     return detail
 
 
-# --- 10-11: a spoken question, offline and through the server ------------------------------------------
+def check_brain_checkpoint(env: Env) -> str:
+    import agent_brain
+
+    path = env.path("brain.safetensors")
+    _exists(path, "train and export it: python train_brain.py --config tiny ... then --export "
+                  f"{path} (README \"The brain\")")
+    try:
+        env.brain = agent_brain.load(path)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise Failed(f"does not load into the model brain.json describes: {str(e)[:160]}",
+                     "re-export brain.safetensors together with its brain.json") from None
+    n = sum(p.numel() for p in env.brain.parameters())
+    return f"{n / 1e6:.2f} M params, vocabulary {env.brain.vocab.size} (pieces and tool tokens)"
+
+
+def check_mouth_checkpoint(env: Env) -> str:
+    import agent_mouth
+
+    path = env.path("mouth.safetensors")
+    _exists(path, f"train and export it: python train_mouth.py --config tiny ... then --export {path} "
+                  "(README \"The mouth\")")
+    try:
+        env.mouth = agent_mouth.load(path)
+    except (RuntimeError, KeyError, ValueError, FileNotFoundError) as e:
+        raise Failed(f"does not load (with the codec its mouth.json names): {str(e)[:160]}",
+                     "re-export mouth.safetensors together with its mouth.json and the codec it names") from None
+    n = sum(p.numel() for p in env.mouth.parameters())
+    return f"{n / 1e6:.2f} M params, voices {', '.join(env.mouth.m.voices)}, codec {env.mouth.m.codec_checkpoint}"
+
+
+# --- 12-13: a spoken question, offline and through the server ------------------------------------------
 
 def question(env: Env) -> dict:
     """The spoken question (cached): a held-out phrasing with held-out numbers, a TEST voice,
@@ -391,8 +430,8 @@ def judge_answer(env: Env, agent_text: str, agent_pcm: np.ndarray, where: str) -
     detail = (f"'{q['text']}' ({QUESTION_VOICE}) -> '{agent_text[:80]}' (expected '{q['expected']}'), "
               f"{audible * 1000 * fs / SR:.0f} ms of audible answer{where}")
     if not correct:
-        raise Failed(detail, "the agent does not answer a held-out question: train the S2S model further "
-                             "(train_s2s.py, dialogue stage) and check s2s_eval.py's held-out table")
+        raise Failed(detail, "the agent does not answer a held-out question: train the brain further "
+                             "(train_brain.py --resume) and check train_brain.py --eval / s2s_eval.py's table")
     if audible < 5:
         raise Failed(detail, "the agent's answer is silent: check the codec/S2S pairing (train_s2s.py --codec_path)")
     return detail
@@ -402,8 +441,20 @@ def check_offline_answer(env: Env) -> str:
     import s2s_transformer
     from config import load_config
 
-    model, codec = need(env.s2s, "S2S checkpoint"), need(env.codec, "codec checkpoint")
     q = question(env)
+    if env.v2:
+        import telugu_asr
+        import voice_agent
+
+        agent = voice_agent.VoiceAgent(telugu_asr.load(env.path("asr.safetensors")), env.brain, env.mouth,
+                                       load_config("tiny").context)
+        voice = env.voice_name if env.voice_name in env.mouth.m.voices else env.mouth.m.voices[0]
+        run = voice_agent.converse(agent, q["pcm"], voice)
+        gap = s2s_transformer.response_gap_ms(run["user_loud"], run["agent_db"], run["frame_ms"])
+        step = sorted(run["step_ms"])[len(run["step_ms"]) // 2]
+        return judge_answer(env, run["agent_text"], run["agent_pcm"],
+                            f", response gap {gap} ms, {step:.0f} ms per frame (v2 agent, voice {voice})")
+    model, codec = need(env.s2s, "S2S checkpoint"), need(env.codec, "codec checkpoint")
     run = s2s_transformer.converse(model, codec, q["pcm"], env.voice, load_config("tiny").context, seed=0)
     gap = s2s_transformer.response_gap_ms(run["user_loud"], run["agent_db"], run["frame_ms"])
     step = sorted(run["frame_total_ms"])[len(run["frame_total_ms"]) // 2]
@@ -412,7 +463,11 @@ def check_offline_answer(env: Env) -> str:
 
 
 def server_model_args(env: Env) -> list[str]:
-    args = ["--codec", str(env.path("codec.safetensors")), "--s2s", str(env.path("s2s.safetensors"))]
+    if env.v2:
+        args = ["--agent", "v2", "--brain", str(env.path("brain.safetensors")),
+                "--mouth", str(env.path("mouth.safetensors")), "--asr", str(env.path("asr.safetensors"))]
+        return args + (["--voice_bank", str(env.path("voice_bank.json"))] if env.path("voice_bank.json").exists() else [])
+    args = ["--agent", "s2s", "--codec", str(env.path("codec.safetensors")), "--s2s", str(env.path("s2s.safetensors"))]
     if env.path("voice_bank.json").exists():
         args += ["--voice_bank", str(env.path("voice_bank.json"))]
     # The server hears with the ear of the same checkpoint set (not whatever is shipped), or none.
@@ -426,7 +481,8 @@ def check_server(env: Env) -> str:
     import s2s_client
     from benchmark_latency import ServerProcess
 
-    need(env.s2s, "S2S checkpoint"), need(env.codec, "codec checkpoint")
+    if not env.v2:
+        need(env.s2s, "S2S checkpoint"), need(env.codec, "codec checkpoint")
     q = question(env)
     log_path = env.workdir / "server.log"
     try:
@@ -757,6 +813,8 @@ CHECKS = [
     ("codec round trip", check_codec_roundtrip),
     ("speaker encoder", check_speakers),
     ("the ear", check_ear),
+    ("checkpoint: brain", check_brain_checkpoint),
+    ("checkpoint: mouth", check_mouth_checkpoint),
     ("spoken answer offline", check_offline_answer),
     ("server over WebSocket", check_server),
 ]

@@ -2,6 +2,7 @@
 models: the benchmark's quick run writes every documented figure, its plot and README section;
 the system test prints its table, fails with a fix per failure when checkpoints are missing,
 and runs every check (each passing or explaining its failure) on a tiny exported set."""
+import copy
 import json
 import os
 import shutil
@@ -157,6 +158,17 @@ def tiny_checkpoints(tmp_path_factory):
     export_safetensors(telugu_asr.Ear(cfg).state_dict(), out / "asr.safetensors", cfg)
     export_safetensors(s2s_transformer.S2SModel(cfg).state_dict(), out / "s2s.safetensors", cfg)
     export_safetensors(speaker_embeddings.SpeakerEncoder(cfg.speaker).state_dict(), out / "speaker_encoder.safetensors", cfg)
+    # the v2 agent's brain and mouth (the mouth speaks the shipped pitch codec its config names)
+    import agent_brain
+    import agent_mouth
+    import brain_data
+    from telugu_tokenizer import Tokenizer
+    cfg.brain.d_model, cfg.brain.n_layers, cfg.brain.n_heads, cfg.brain.max_answer_tokens = 32, 1, 2, 12
+    brain = agent_brain.Brain(cfg.brain, brain_data.BrainVocab(Tokenizer.load()))
+    export_safetensors({k: v for k, v in brain.state_dict().items() if k != "head.weight"}, out / "brain.safetensors", cfg)
+    cfg.mouth.d_model, cfg.mouth.n_layers, cfg.mouth.frame_hidden = 32, 1, 32
+    mouth = agent_mouth.build(copy.deepcopy(cfg))
+    export_safetensors(mouth.state_dict(), out / "mouth.safetensors", mouth.cfg)
     shutil.copy(ROOT / "checkpoints" / "telugu_spm.model", out / "telugu_spm.model")
     rng = np.random.default_rng(0)
     voices = []
@@ -172,9 +184,11 @@ def test_system_test_runs_every_check_on_tiny_checkpoints(tiny_checkpoints, tmp_
     r = run(["system_test.py", "--checkpoints", str(tiny_checkpoints), "--json", str(tmp_path / "st.json")])
     result = json.loads((tmp_path / "st.json").read_text(encoding="utf-8"))
     rows = {c["name"]: c for c in result["checks"]}
-    assert len(rows) == 11, r.stdout
-    for name in ("checkpoint: codec", "checkpoint: s2s", "checkpoint: speaker", "checkpoint: voice bank"):
+    assert len(rows) == 13, r.stdout
+    for name in ("checkpoint: codec", "checkpoint: s2s", "checkpoint: speaker", "checkpoint: voice bank",
+                 "checkpoint: brain", "checkpoint: mouth"):
         assert rows[name]["ok"], rows[name]
+    assert "v2 agent" in rows["spoken answer offline"]["detail"]  # with a brain and a mouth, the v2 agent answers
     for c in rows.values():  # every check ran: none is left waiting on a part that did not load
         assert "cannot run" not in c["detail"], c
         assert c["ok"] or c["fix"], c
