@@ -669,7 +669,7 @@ def test_oversize_rate_idle_and_session_limits(serve):
 
 
 def test_input_faster_than_compute_is_refused(serve):
-    st = serve(send_queue_frames=4, max_messages_per_s=5000.0)
+    st = serve(max_backlog_s=0.16, max_messages_per_s=5000.0)  # 4 frames
 
     async def scenario():
         async with connect(st.url) as ws:
