@@ -294,7 +294,12 @@ class ServerConfig:
     max_messages_per_s: float = 100.0
     max_session_s: float = 3600.0
     idle_timeout_s: float = 30.0
-    send_queue_frames: int = 50  # a client this far behind is dropped, not buffered without bound
+    send_queue_frames: int = 50  # agent frames not yet written to a client that does not read: past it, dropped
+    # User audio a conversation may have queued for the model while its worker falls behind (a busy
+    # machine): the server lags and catches up instead of losing what the user said. Past it (a
+    # worker hopelessly behind, or a client sending faster than real time) the session is closed
+    # (overrun). 30 s of a conversation's frames are 2.9 MB.
+    max_backlog_s: float = 30.0
     default_voice: str = ""
 
 

@@ -26,7 +26,9 @@ Wire protocol (DESIGN.md "Server"; what is decided here beyond it):
 Every input frame yields exactly one output audio frame, in order: silence while the agent
 listens, is muted by a barge-in, or has not produced its first frame (the acoustic delay). The
 remainder of an incomplete frame at "stop" is dropped. "stop" keeps the connection: "start"
-begins a fresh conversation.
+begins a fresh conversation. No input frame is dropped while the session lives: a worker that falls
+behind real time (a busy machine) queues them and catches up; only a backlog over
+server.max_backlog_s closes the session (overrun).
 
 Errors that leave the connection usable (it stays open): not_started, already_started,
 bad_kind, bad_audio, bad_json, bad_message, bad_start, unknown_voice. Closing ones (error JSON,
@@ -580,9 +582,14 @@ class Session:
             del self.pcm_buffer[:frame_bytes]
             self.backlog += 1
             self.worker.submit(self.conv, pcm, t_in)
-        if self.backlog > self.cfg.server.send_queue_frames:
-            raise ProtocolError("overrun", f"{self.backlog} input frames waiting: audio arrives faster than "
-                                           "the server computes it", CLOSE_POLICY)
+        # A worker that falls behind (a busy machine) queues the user's frames and catches up: no
+        # frame the user sent is dropped while the session lives. Only a backlog past max_backlog_s
+        # ends it (the page would otherwise reconnect and lose what was said meanwhile).
+        backlog_s = self.backlog * self.models.frame_size / self.models.sample_rate
+        if backlog_s > self.cfg.server.max_backlog_s:
+            raise ProtocolError("overrun", f"{self.backlog} input frames ({backlog_s:.1f} s) waiting, over "
+                                           f"max_backlog_s {self.cfg.server.max_backlog_s:g}: audio arrives "
+                                           "faster than the server computes it", CLOSE_POLICY)
 
     async def on_text(self, message: str) -> None:
         try:
@@ -776,7 +783,7 @@ class Server:
                 "token_required": bool(srv.token) and not authed,
                 "limits": {"max_message_bytes": srv.max_message_bytes, "max_messages_per_s": srv.max_messages_per_s,
                            "max_session_s": srv.max_session_s, "idle_timeout_s": srv.idle_timeout_s,
-                           "send_queue_frames": srv.send_queue_frames}}
+                           "send_queue_frames": srv.send_queue_frames, "max_backlog_s": srv.max_backlog_s}}
 
     def voice_list(self) -> list[dict]:
         return [{"name": n, "gender": v["gender"]} for n, v in self.models.voices.items()]

@@ -676,7 +676,8 @@ def record_demo(env: Env, out: Path) -> str:
     model_args = server_model_args(env) if trained else ["--random_weights"]
     # A busy machine may fall behind real time; the recording should then lag, not lose the
     # conversation, so the server may queue the whole script (the WAV is in the server's frame time).
-    model_args += ["--set", f"server.send_queue_frames={len(user_pcm) // FRAME + 500}"]
+    model_args += ["--set", f"server.send_queue_frames={len(user_pcm) // FRAME + 500}",
+                   "--set", f"server.max_backlog_s={len(user_pcm) / sr + 20:g}"]
     ffmpeg = video_ffmpeg(env.workdir)
     video_dir = env.workdir / "video"
     wire = WireLog()

@@ -230,8 +230,56 @@ def ctc_loss(ear, pcm, targets, target_lengths, input_lengths, frames, speech, a
     return ctc, bce
 
 
-def export(model: ta.Ear, cfg: Config, path, step: int) -> None:
-    ckio.export_safetensors(model.state_dict(), path, cfg, metadata={"step": str(step)})
+def export(model: ta.Ear, cfg: Config, path, step: int, minutes: float | None = None) -> None:
+    """Shipped weights; the metadata says how far the run had trained: its step and, where the
+    run's curve knows it, the minutes of training up to it over all sittings."""
+    metadata = {"step": str(step)}
+    if minutes is not None:
+        metadata["minutes"] = f"{minutes:.1f}"
+    ckio.export_safetensors(model.state_dict(), path, cfg, metadata=metadata)
+
+
+def run_minutes(out_dir, step: int) -> float | None:
+    """Minutes of training the run in out_dir spent up to its eval at `step`, over all its sittings
+    (curve.jsonl: each eval's minutes_this_sitting; a sitting starts where they go down); None
+    without a curve row at that step."""
+    path = Path(out_dir) / "curve.jsonl"
+    if not path.exists():
+        return None
+    before, prev, found = 0.0, 0.0, None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            minutes = float(row["minutes_this_sitting"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if minutes < prev:  # a new sitting (a resume): the last one's minutes are spent
+            before += prev
+        prev = minutes
+        if row.get("step") == step:
+            found = before + minutes  # the latest row at that step (a resumed run may redo steps)
+    return found
+
+
+def export_run(out_dir, dest) -> dict:
+    """`--export`: the run's latest weights (out_dir/asr.safetensors) to `dest`, with the step (and
+    minutes) they were trained to, from their own metadata (else the latest training checkpoint's
+    step and the curve's minutes). Returns the metadata written."""
+    from safetensors import safe_open
+
+    src = Path(out_dir) / "asr.safetensors"
+    if not src.exists():
+        raise SystemExit(f"no {src}: train first")
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata() or {}
+    step = int(meta["step"]) if meta.get("step", "").isdigit() else None
+    if step is None:
+        state, _ = ckio.Checkpoints(out_dir).load_latest()
+        step = int(state["step"]) if state is not None else 0
+    minutes = float(meta["minutes"]) if "minutes" in meta else run_minutes(out_dir, step)
+    ear = ta.load(src)
+    export(ear, ear.cfg, dest, step, minutes)
+    return {"step": step, "minutes": minutes}
 
 
 def train(args, cfg: Config) -> None:
@@ -341,10 +389,11 @@ def train(args, cfg: Config) -> None:
                     with open(Path(tc.out_dir) / "curve.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps({"step": step, "epoch": epoch, "minutes_this_sitting": round(minutes, 2),
                                             "wall": time.time(), "val_cer": cer}) + "\n")
-                    export(ear, cfg, Path(tc.out_dir) / "asr.safetensors", step)
+                    spent = run_minutes(tc.out_dir, step)
+                    export(ear, cfg, Path(tc.out_dir) / "asr.safetensors", step, spent)
                     if cer["all"] < best:
                         best = cer["all"]
-                        export(ear, cfg, Path(tc.out_dir) / "best.safetensors", step)
+                        export(ear, cfg, Path(tc.out_dir) / "best.safetensors", step, spent)
             if step % tc.save_every_steps == 0 or stop:
                 save()
             if stop:
@@ -374,12 +423,9 @@ def main(argv=None) -> int:
         return run_eval(args)
     cfg = config_from_args(args, "train_asr")
     if args.export:
-        src = Path(cfg.train_asr.out_dir) / "asr.safetensors"
-        if not src.exists():
-            raise SystemExit(f"no {src}: train first")
-        ear = ta.load(src)
-        export(ear, ear.cfg, args.export, 0)
-        print(f"wrote {args.export}")
+        meta = export_run(cfg.train_asr.out_dir, args.export)
+        minutes = "" if meta["minutes"] is None else f", {meta['minutes']:.1f} min"
+        print(f"wrote {args.export} (step {meta['step']}{minutes})")
         return 0
     train(args, cfg)
     return 0

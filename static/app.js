@@ -17,6 +17,9 @@ const stats = (window.__stats = {
   connected: false, streaming: false, state: "idle", framesSent: 0, framesReceived: 0,
   playedSamples: 0, nonSilentSamples: 0, underruns: 0, flushes: 0, flushMessages: 0,
   bufferedMs: 0, targetMs: 0, agentText: "", userText: "", lastError: null, reconnects: 0,
+  // The mic in 24 kHz samples: captured; sent; not sent (no conversation yet, or between two);
+  // dropped while the socket stalled.
+  micSamples: 0, micSentSamples: 0, micUnsentSamples: 0, micStalledSamples: 0,
 });
 
 let ctx = null, playback = null;
@@ -142,8 +145,13 @@ function micError(e) {
 
 function onCapture(d) {
   if (d.type === "level") { meter("mic-level", d.rms); return; }
-  if (d.type !== "pcm" || !ws || ws.readyState !== WebSocket.OPEN || !stats.streaming) return;
-  if (ws.bufferedAmount > MAX_BUFFERED_BYTES) return; // the network stalls: drop, do not pile up
+  if (d.type !== "pcm") return;
+  const n = d.pcm.byteLength / 2;
+  stats.micSamples += n;
+  // Not after Stop (!mic): the worklet's last chunks, still queued, would follow the "stop" message.
+  if (!mic || !ws || ws.readyState !== WebSocket.OPEN || !stats.streaming) { stats.micUnsentSamples += n; return; }
+  if (ws.bufferedAmount > MAX_BUFFERED_BYTES) { stats.micStalledSamples += n; return; } // the network stalls: drop, do not pile up
+  stats.micSentSamples += n;
   const pcm = new Uint8Array(d.pcm);
   const msg = new Uint8Array(pcm.length + 1);
   msg[0] = KIND_AUDIO;

@@ -164,6 +164,35 @@ def test_train_resumes_exactly_exports_and_evaluates(corpus, tmp_path):
     assert scores["clips"] == 2 and set(scores["clean"]) == set(scores["augmented"]) == {"val_andrea", "all"}
 
 
+def test_export_keeps_the_runs_step_and_minutes(tmp_path):
+    """`train_asr.py --export` copies the step the run's weights were trained to (and the minutes
+    over all its sittings), not step 0."""
+    import train_asr
+    from safetensors import safe_open
+
+    run = tmp_path / "run"
+    ear = small_ear()
+    train_asr.export(ear, ear.cfg, run / "asr.safetensors", 6)  # as an eval of an older run wrote it: no minutes
+    curve = [(2, 1.0), (4, 2.5),  # the first sitting, killed after step 4
+             (4, 1.5), (6, 3.0)]  # resumed from step 2: step 4 again, then 6
+    (run / "curve.jsonl").write_text("".join(json.dumps({"step": s, "minutes_this_sitting": m, "val_cer": {}}) + "\n"
+                                             for s, m in curve), encoding="utf-8")
+    assert train_asr.run_minutes(run, 6) == 5.5 and train_asr.run_minutes(run, 4) == 4.0
+    assert train_asr.run_minutes(run, 5) is None and train_asr.run_minutes(tmp_path, 6) is None
+
+    def metadata(path):
+        with safe_open(str(path), "pt") as f:
+            return f.metadata()
+
+    shipped = tmp_path / "ear.safetensors"
+    assert train_asr.main(["--export", str(shipped), "--out_dir", str(run)]) == 0
+    assert metadata(shipped) == {"step": "6", "minutes": "5.5"}
+    assert ta.load(shipped).cfg.asr.d_model == 64
+    train_asr.export(ear, ear.cfg, run / "asr.safetensors", 8, 12.0)  # a newer run records its minutes
+    assert train_asr.main(["--export", str(shipped), "--out_dir", str(run)]) == 0
+    assert metadata(shipped) == {"step": "8", "minutes": "12.0"}
+
+
 def test_speech_labels_follow_the_words():
     from train_asr import pad_with_quiet, speech_labels
 

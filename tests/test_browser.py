@@ -40,13 +40,20 @@ def heldout_question(seed: int = 0):
     return turn.user_text, turn.intent, turn.slots
 
 
-def fake_mic_wav(path: Path, text: str, lead_s: float = 1.5, tail_s: float = 4.0) -> Path:
-    """The question spoken by a test voice, with silence before it (the page connects first) and
-    after it (the agent's turn), at the fake device's rate."""
+def question_clip(text: str, lead_s: float = 1.5, tail_s: float = 4.0) -> tuple[np.ndarray, int, int]:
+    """The question spoken by a test voice at 24 kHz, with silence before it (the page connects
+    first) and after it (the agent's turn): (pcm, first and end sample of the speech)."""
     import telugu_tts
 
-    pcm, _ = telugu_tts.synthesize(text, TEST_VOICE)
-    pcm = np.concatenate([np.zeros(int(lead_s * 24000), np.float32), pcm, np.zeros(int(tail_s * 24000), np.float32)])
+    speech, _ = telugu_tts.synthesize(text, TEST_VOICE)
+    lead = int(lead_s * 24000)
+    pcm = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(int(tail_s * 24000), np.float32)])
+    return pcm, lead, lead + len(speech)
+
+
+def fake_mic_wav(path: Path, text: str, lead_s: float = 1.5, tail_s: float = 4.0, clip=None) -> Path:
+    """The question clip (question_clip's, or `clip`) at the fake device's rate."""
+    pcm = question_clip(text, lead_s, tail_s)[0] if clip is None else clip
     save_wav(path, resample(pcm, 24000, FAKE_MIC_RATE), FAKE_MIC_RATE)
     return path
 
@@ -179,15 +186,59 @@ def shipped_answer_accuracy() -> float | None:
         return None
 
 
-def ask_the_shipped_agent(tmp_path, name: str) -> tuple[dict, str, str | None, dict | None]:
+def record_server_audio(monkeypatch) -> dict:
+    """Every frame the server hands its workers, per conversation, in order: the PCM its ear hears."""
+    import frame_scheduler
+
+    received: dict = {}
+    submit = frame_scheduler.Worker.submit
+
+    def recording_submit(self, conv, pcm, t_in):
+        received.setdefault(conv, []).append(pcm.copy())
+        submit(self, conv, pcm, t_in)
+
+    monkeypatch.setattr(frame_scheduler.Worker, "submit", recording_submit)
+    return received
+
+
+def clip_alignment(clip: np.ndarray, speech: tuple[int, int], received: np.ndarray, seg: int = 9600,
+                   search: int = 1200) -> tuple[int, list[tuple[int, float]]]:
+    """Where the received PCM sits in the clip: the clip index of its first sample (waveform
+    cross-correlation), and for each 0.4 s of the clip's speech (skipping pauses) the lag of its best
+    match within 50 ms and how well it matches (normalised correlation). A lossless path gives one
+    lag throughout: a dropped or repeated buffer would move every later segment's lag."""
+    n = 1 << int(np.ceil(np.log2(len(clip) + len(received))))
+    c = np.fft.irfft(np.fft.rfft(clip, n) * np.conj(np.fft.rfft(received, n)), n)
+    lag = int(np.argmax(c))
+    lag = lag if lag < n // 2 else lag - n
+    segments = []
+    for a in range(speech[0], speech[1] - seg + 1, seg):
+        ref = clip[a:a + seg]
+        lo = a - lag - search
+        if np.sqrt(np.mean(ref ** 2)) < 0.01 or lo < 0 or lo + seg + 2 * search > len(received):
+            continue
+        window = received[lo:lo + seg + 2 * search]
+        cc = np.correlate(window, ref, mode="valid")
+        k = int(np.argmax(cc))
+        corr = cc[k] / (np.linalg.norm(ref) * np.linalg.norm(window[k:k + seg]) + 1e-9)
+        segments.append((a - (lo + k), float(corr)))
+    return lag, segments
+
+
+def ask_the_shipped_agent(tmp_path, name: str, monkeypatch) -> dict:
     """The held-out question through the fake mic to the shipped models, until the agent's turn
-    ends: (the page's stats, question, intent, slots). Screenshot and transcript in test-artifacts/."""
+    ends, then Stop: {stats (the page's), question, intent, slots, clip and its speech span, received
+    (the PCM the server's worker got, per conversation), errors (the server's), ear}. Screenshot and
+    transcript in test-artifacts/."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     text, intent, slots = heldout_question(seed=3)
-    wav = fake_mic_wav(tmp_path / "question.wav", text, lead_s=3.0)  # the session is up before the question
+    clip, *speech = question_clip(text, lead_s=3.0)  # the session is up before the question
+    wav = fake_mic_wav(tmp_path / "question.wav", text, clip=clip)
     cfg = load_config("tiny")
-    models = server_mod.load_models(cfg)  # the shipped codec, S2S model and voice bank
+    models = server_mod.load_models(cfg)  # the shipped codec, S2S model, voice bank and ear
+    received = record_server_audio(monkeypatch)
     with ServerThread(models, cfg) as st, sync_playwright() as p:
         browser = launch(p, wav, loop=False)
         page, problems = open_page(browser, st.http + "/")
@@ -197,32 +248,86 @@ def ask_the_shipped_agent(tmp_path, name: str) -> tuple[dict, str, str | None, d
             page.wait_for_function("() => window.__stats.agentText.trim().length > 0 && "
                                    "window.__stats.state === 'listening' && window.__stats.framesReceived > 150",
                                    timeout=60000)
+        except PlaywrightTimeout:
+            s = stats(page)
+            pytest.fail(f"no answer in 60 s: the page sent {s['framesSent']} frames, got {s['framesReceived']} back "
+                        f"({s['reconnects']} reconnects, last error {s['lastError']}); the server's tick "
+                        f"{st.server.health()['tick_ms']} ms for 40 ms frames, errors {dict(st.server.metrics.errors)} "
+                        "(a tick far over 40 ms: this machine is too busy to run the models in real time)")
         finally:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        turns = page.eval_on_selector_all("#transcript .turn", "els => els.map(e => e.className)")
+        # Stop: the mic closes, then the page's last audio and "stop" reach the server, which
+        # answers after its last queued frame (or the page closes after 3 s); the counts are final.
+        page.click("#stop")
+        page.wait_for_function("() => !window.__stats.connected", timeout=60000)
         s = stats(page)
-        s["turns"] = page.eval_on_selector_all("#transcript .turn", "els => els.map(e => e.className)")
+        s["turns"] = turns
         (ARTIFACTS / f"{name}.json").write_text(json.dumps(
             {"question": text, "slots": slots, "agent": s["agentText"], "user": s["userText"]}, ensure_ascii=False))
         assert not problems, problems
         browser.close()
-    return s, text, intent, slots
+    return {"stats": s, "question": text, "intent": intent, "slots": slots, "clip": clip, "speech": speech,
+            "received": [np.concatenate(frames) for frames in received.values()],
+            "errors": dict(st.server.metrics.errors), "ear": models.ear, "frame_size": models.frame_size}
 
 
 @pytest.mark.skipif(not SHIPPED_S2S.exists(), reason=f"{SHIPPED_S2S.relative_to(ROOT)} is absent")
-def test_shipped_models_hear_the_question_and_answer_in_the_browser(tmp_path):
+def test_shipped_models_hear_the_question_and_answer_in_the_browser(tmp_path, monkeypatch):
     """The whole product on the shipped checkpoints: a held-out voice asks a held-out question
-    through the browser's mic; the page shows what the agent heard, then the agent's spoken reply."""
+    through the browser's mic; the page shows what the agent heard, then the agent's spoken reply.
+
+    What the page shows is checked exactly: it is what the offline ear (`ear.transcribe`, as
+    `telugu_asr.py transcribe`) hears in the PCM the server received, and that PCM is the whole
+    question, in one piece: every sample the page sent, beginning in the silence before the
+    question, each 0.4 s of the question at one and the same offset from the clip. So audio
+    lost or repeated anywhere between Chromium's fake microphone and the ear (the page's worklet
+    and resampler, the WebSocket, the server's frame queue, a session closed and reconnected)
+    fails here, on any machine.
+
+    What the page shows is not compared word for word with the question. The demo ear's
+    transcript depends on where its 40 ms frames fall in the speech, and that is wherever the
+    session happens to start within the clip (and Chromium's gain control and noise suppression,
+    which adapt from their own start, change the samples a little more). Measured (2026-12-07):
+    the ear on this clip started at 12 offsets 80 samples apart shares 0 to 3 of the question's
+    6 words with it (CER 0.13 to 0.29), on the PCM one page session delivered the same. Run alone,
+    sessions tended to start at the same offset, so the old check (>= 2 shared words on the page)
+    passed alone and failed under load, once in CI as 'ప్పైనాలుగు మరీమ ఎనిలిదినుత్తం ఎంత', which
+    is what the ear hears in a lossless session's PCM started 10 ms later; under load (2-9
+    runnable jobs on 2 cores) sessions started 0 to 100 ms into the clip, and one page showed
+    'ుప్పై లుగుమరీయు ఎనిలిదిమత్తంఎంత' (no word of the question), all of it lossless. So the words
+    are checked on the clip itself (the ear hears the question), the page's text against the
+    question by CER only (0.13-0.29 at every offset; an unrelated sentence scores about 0.8)."""
     from telugu_text import cer as char_error_rate
 
-    s, text, _, _ = ask_the_shipped_agent(tmp_path, "browser_shipped")
+    run = ask_the_shipped_agent(tmp_path, "browser_shipped", monkeypatch)
+    s, text, clip, speech, ear = run["stats"], run["question"], run["clip"], run["speech"], run["ear"]
+    # One session, never closed or reconnected, and no error from the server (e.g. an overrun).
+    assert s["reconnects"] == 0 and not run["errors"] and len(run["received"]) == 1, (s["reconnects"], run["errors"])
+    [pcm] = run["received"]
+    # Every sample the page sent reached the ear (but the incomplete frame at stop), and the page
+    # sent from the silence before the question on: the samples before "started" are lead silence.
+    frame = run["frame_size"]
+    assert len(pcm) == s["micSentSamples"] // frame * frame and s["micStalledSamples"] == 0, s
+    assert s["micUnsentSamples"] < speech[0] - 12000, s  # at least 0.5 s of silence before the question arrived
+    lag, segments = clip_alignment(clip, speech, pcm)
+    heard, _ = ear.transcribe(pcm[:s["framesReceived"] * frame])  # up to the last frame it answered
+    clip_heard, _ = ear.transcribe(clip)
+    (ARTIFACTS / "browser_shipped_audio.json").write_text(json.dumps(  # what a failure here needs to be read
+        {"lag": lag, "segments": segments, "received_s": len(pcm) / 24000, "page": s["userText"], "heard": heard,
+         "clip_heard": clip_heard, **{k: v for k, v in s.items() if k.startswith("mic")}}, ensure_ascii=False))
+    assert -2400 < lag < speech[0] - 12000, lag
+    good = [d for d, corr in segments if corr >= 0.5]
+    assert len(segments) >= 4 and len(good) >= 0.8 * len(segments), segments
+    assert all(abs(d - lag) <= 2 for d in good), (lag, segments)  # the question whole, in order
+    # The page shows what the offline ear hears in those samples.
+    assert " ".join(s["userText"].split()) == heard, (s["userText"], heard)
+    # The ear hears this question: the clip itself (its own frames), then the page by CER.
+    shared = set(text.split()) & set(clip_heard.split())
+    assert char_error_rate([text], [clip_heard]) <= 0.7 and len(shared) >= 2, (clip_heard, text)
     cer = char_error_rate([text], [s["userText"]])
-    # The demo model's hearing of held-out voices is rough (CER 0.0-0.5 over eleven runs of this
-    # test, as the frames fall differently each time; 0.6 on held-out dialogues). The bounds say it
-    # heard this question, not that it heard it well: an unrelated sentence scores CER about 0.8
-    # and shares none of its words.
-    shared = set(text.split()) & set(s["userText"].split())
-    assert cer <= 0.7 and len(shared) >= 2, f"the agent heard {s['userText']!r} for {text!r} (CER {cer:.2f})"
+    assert cer <= 0.7, f"the agent heard {s['userText']!r} for {text!r} (CER {cer:.2f})"
     assert any("\u0c00" <= ch <= "\u0c7f" for ch in s["agentText"]), s["agentText"]  # it replied in Telugu
     assert s["nonSilentSamples"] > 24000, "the agent's reply was not played"
     # Turn-taking: the user's turn, then the agent's reply after it. (Now and then the demo model
@@ -236,10 +341,11 @@ def test_shipped_models_hear_the_question_and_answer_in_the_browser(tmp_path):
                     reason=f"the shipped demo model answers {shipped_answer_accuracy()} of held-out turns "
                            f"({SHIPPED_EVAL.relative_to(ROOT)}), below the 0.9 target this check stands for; "
                            "README, 'The shipped S2S model'")
-def test_shipped_model_answers_a_heldout_question_correctly(tmp_path):
+def test_shipped_model_answers_a_heldout_question_correctly(tmp_path, monkeypatch):
     import dialogue_domain
 
-    s, text, intent, slots = ask_the_shipped_agent(tmp_path, "browser_shipped_answer")
+    run = ask_the_shipped_agent(tmp_path, "browser_shipped_answer", monkeypatch)
+    s, text, intent, slots = run["stats"], run["question"], run["intent"], run["slots"]
     assert s["nonSilentSamples"] > 24000, "the agent's answer was not played"
     assert dialogue_domain.is_correct(intent, slots, s["agentText"]), \
         f"question {text!r}: the agent said {s['agentText']!r}, expected {dialogue_domain.answer(intent, slots)!r}"

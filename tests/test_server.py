@@ -668,8 +668,52 @@ def test_oversize_rate_idle_and_session_limits(serve):
     assert st.server.metrics.closes[1008] == 3 and st.server.metrics.closes.get(1011, 0) == 0
 
 
+def test_a_worker_behind_real_time_catches_up_without_dropping_frames(serve, monkeypatch):
+    """A busy machine: the worker falls seconds behind (here the client sends 4 s at once to a
+    worker slowed down). The session is not closed; every frame is answered, in order. (It used to
+    close with overrun past 2 s of backlog, and the page reconnected without what was said.)"""
+    import frame_scheduler
+
+    step = frame_scheduler.ConversationBatch.step
+
+    def slow_step(self, items):
+        time.sleep(0.01)
+        return step(self, items)
+
+    monkeypatch.setattr(frame_scheduler.ConversationBatch, "step", slow_step)
+    st = serve(workers=1, send_queue_frames=200)  # the client reads only at the end
+
+    async def scenario():
+        async with connect(st.url) as ws:
+            ready = await recv_json(ws, "ready")
+            assert ready["limits"]["max_backlog_s"] == 30.0
+            await ws.send(json.dumps({"type": "start"}))
+            await recv_json(ws, "started")
+            pcm = speechlike(4.0)
+            for i in range(0, len(pcm), 10 * FS):  # 100 frames in 10 messages, as fast as they go
+                await ws.send(bytes([1]) + pcm16(pcm[i:i + 10 * FS]))
+            await ws.send(json.dumps({"type": "stop"}))
+            frames, backlog = [], []
+            async with asyncio.timeout(30):
+                while True:
+                    m = await ws.recv()
+                    if isinstance(m, bytes):
+                        frames += [m] if m[0] == 1 else []
+                        continue
+                    m = json.loads(m)
+                    assert m["type"] != "error", m
+                    backlog += [m["backlog"]] if m["type"] == "stats" else []
+                    if m["type"] == "stopped":
+                        return frames, backlog, m
+
+    frames, backlog, stopped = run(scenario())
+    assert len(frames) == 100 and stopped["frames"] == 100
+    assert max(backlog) > 50, backlog  # it was more than 2 s behind at some point
+    assert not +st.server.metrics.errors and not +st.server.metrics.closes
+
+
 def test_input_faster_than_compute_is_refused(serve):
-    st = serve(send_queue_frames=4, max_messages_per_s=5000.0)
+    st = serve(max_backlog_s=0.16, max_messages_per_s=5000.0)  # 4 frames
 
     async def scenario():
         async with connect(st.url) as ws:
