@@ -33,7 +33,7 @@ from brain_data import BrainVocab
 from checkpoint_io import load_safetensors
 from config import BrainConfig, Config, config_json_path, from_dict
 from s2s_transformer import Transformer, apply_rope, rope
-from telugu_tokenizer import BOS_ID, Tokenizer
+from telugu_tokenizer import BOS_ID, UNK_ID, Tokenizer
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = ROOT / "checkpoints" / "brain.safetensors"
@@ -105,7 +105,8 @@ class Brain(nn.Module):
             logits = self._feed(convo, [token])
         else:
             self._feed(convo, [v.END])  # out of room: close the turn so the history stays well formed
-        answer.text = tools.tidy(v.tok.decode(answer.spoken))
+        # UNK stands for a character the tokenizer never saw (the answers' "!"): not something to say
+        answer.text = tools.tidy(v.tok.decode([i for i in answer.spoken if i != UNK_ID]))
         if answer.text and not any(c.tool == "previous" for c in answer.calls):
             convo.ctx.previous_answer = answer.text
         return answer
