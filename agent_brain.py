@@ -73,43 +73,60 @@ class Brain(nn.Module):
         """now: the moment the clock tools read (None: the wall clock at each call)."""
         return Conversation(tools.ToolContext(now, agent_voice))
 
-    @torch.no_grad()
     def reply(self, convo: "Conversation", heard: str) -> "Answer":
         """The answer to what the ear heard, greedy, tools run on the way. The conversation keeps
         a KV cache of everything read and written so far, so a turn costs its own pieces only."""
+        steps = self.reply_steps(convo, heard)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def reply_steps(self, convo: "Conversation", heard: str):
+        """reply() one piece at a time: a generator that yields after each piece it writes and
+        returns the Answer, so a server can spread an answer over its frames (voice_agent)."""
         v = self.vocab
         answer, call = Answer(), None
-        logits = self._feed(convo, [v.USER, *v.text(heard), v.AGENT])
+        with torch.no_grad():
+            logits = self._feed(convo, [v.USER, *v.text(heard), v.AGENT])
         for _ in range(self.cfg.max_answer_tokens):
-            token = int(self._allowed(logits, call).argmax())
-            answer.ids.append(token)
-            if token == v.END:
-                logits = self._feed(convo, [token])
+            yield
+            with torch.no_grad():
+                logits, call, finished = self._write(convo, answer, logits, call)
+            if finished:
                 break
-            if token == v.CALL:
-                call = []
-            elif call is not None and token != v.CALL_END:
-                call.append(token)
-            elif token == v.CALL_END:
-                fed = self._run_call(convo, answer, call)
-                call = None
-                if fed is None:  # the call could not run: say so rather than guess, and end the turn
-                    self._feed(convo, [token, *v.text(tools.UNHEARD_NUMBER), v.END])
-                    answer.spoken = v.text(tools.UNHEARD_NUMBER)
-                    break
-                logits = self._feed(convo, [token, *fed])
-                answer.spoken += fed
-                continue
-            else:
-                answer.spoken.append(token)
-            logits = self._feed(convo, [token])
         else:
-            self._feed(convo, [v.END])  # out of room: close the turn so the history stays well formed
+            with torch.no_grad():
+                self._feed(convo, [v.END])  # out of room: close the turn so the history stays well formed
         # UNK stands for a character the tokenizer never saw (the answers' "!"): not something to say
         answer.text = tools.tidy(v.tok.decode([i for i in answer.spoken if i != UNK_ID]))
         if answer.text and not any(c.tool == "previous" for c in answer.calls):
             convo.ctx.previous_answer = answer.text
         return answer
+
+    def _write(self, convo, answer, logits, call):
+        """One piece of the answer: pick it, run a call it closes, read it back.
+        -> (logits after it, the open call's pieces or None, whether the turn ended)."""
+        v = self.vocab
+        token = int(self._allowed(logits, call).argmax())
+        answer.ids.append(token)
+        if token == v.END:
+            return self._feed(convo, [token]), None, True
+        if token == v.CALL:
+            return self._feed(convo, [token]), [], False
+        if call is not None and token != v.CALL_END:
+            return self._feed(convo, [token]), call + [token], False
+        if token == v.CALL_END:
+            fed = self._run_call(convo, answer, call)
+            if fed is None:  # the call could not run: say so rather than guess, and end the turn
+                self._feed(convo, [token, *v.text(tools.UNHEARD_NUMBER), v.END])
+                answer.spoken = v.text(tools.UNHEARD_NUMBER)
+                return None, None, True
+            answer.spoken += fed
+            return self._feed(convo, [token, *fed]), None, False
+        answer.spoken.append(token)
+        return self._feed(convo, [token]), None, False
 
     @torch.no_grad()
     def end_of_turn_prob(self, convo: "Conversation", heard: str) -> float:
@@ -234,6 +251,7 @@ def load(path=None, device="cpu") -> Brain:
     state = {k: v.float() for k, v in load_safetensors(path, device="cpu").items()}
     state.setdefault("head.weight", state["embed.weight"])
     brain.load_state_dict(state)
+    tools.warm_up()  # the calculator's table of number words, built now rather than inside a reply
     return brain.to(device).eval()
 
 

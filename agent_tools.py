@@ -64,6 +64,10 @@ def _number_table() -> dict[str, int]:
     return table
 
 
+def warm_up() -> None:
+    _number_table()
+
+
 def words_to_number(words: str) -> int:
     value = _number_table().get(" ".join(words.replace(",", " ").split()))
     if value is None:

@@ -217,6 +217,7 @@ class ContextConfig:
     # of quiet (the corpus's pauses inside a request last 0.25-0.7 s).
     end_of_turn_prob: float = 0.5
     max_wait_frames: int = 25
+    brain_pieces_per_tick: int = 8  # the brain writes an answer this many pieces a frame (a worker's tick)
     text_lag_frames: int = 25  # transcript pieces this late still belong to the turn that ended
     history_turns: int = 200  # turns kept with text; older ones are dropped (hour-long sessions)
     timing_window: int = 1500  # frames of per-frame timings kept for percentiles (60 s)

@@ -63,6 +63,7 @@ class Session:
     over_agent: str = ""  # words heard while the agent spoke: a backchannel unless it was a barge-in
     quiet: int = 0  # frames since the ear last heard speech
     asked: str | None = None  # `heard` when the brain last said "not a whole request yet"
+    thinking: object = None  # the brain's answer being written (agent_brain.Brain.reply_steps)
     row: int = -1
 
 
@@ -157,19 +158,31 @@ class VoiceAgent:
                 (not speaking_agent or s.quiet >= self.cfg.vad_hangover_frames):
             s.over_agent = ""  # the user went quiet again (or the agent finished) with no barge-in: a backchannel
         words = " ".join(s.heard.split())
-        if not words or speaking_agent or s.quiet < self.cfg.endpoint_quiet_frames or piece.strip():
-            return None
-        if s.quiet < self.cfg.max_wait_frames:  # a pause: is it the end of the request?
-            if s.asked == words:
+        if s.thinking is None:
+            if not words or speaking_agent or s.quiet < self.cfg.endpoint_quiet_frames or piece.strip():
                 return None
-            if self.brain.end_of_turn_prob(s.brain, words) < self.cfg.end_of_turn_prob:
-                s.asked = words
-                return None
-        answer = self.brain.reply(s.brain, words)
-        s.heard, s.asked = "", None
-        if answer.text:
-            self.mouth.say(self.mouth_state, s.row, answer.text)
-        return answer.text
+            if s.quiet < self.cfg.max_wait_frames:  # a pause: is it the end of the request?
+                if s.asked == words:
+                    return None
+                if self.brain.end_of_turn_prob(s.brain, words) < self.cfg.end_of_turn_prob:
+                    s.asked = words
+                    return None
+            s.thinking, s.heard, s.asked = self.brain.reply_steps(s.brain, words), "", None
+        return self._think(s)
+
+    def _think(self, s: Session) -> str | None:
+        """Write up to brain_pieces_per_tick pieces of the answer: a long answer takes a few
+        frames rather than stalling every conversation of the worker for one. The mouth starts
+        on the frame the answer is whole."""
+        for _ in range(self.cfg.brain_pieces_per_tick):
+            try:
+                next(s.thinking)
+            except StopIteration as done:
+                s.thinking = None
+                if done.value.text:
+                    self.mouth.say(self.mouth_state, s.row, done.value.text)
+                return done.value.text
+        return None
 
     def _decode(self, codes, rows):
         """The codec's streaming decoder over the stepped rows (all rows' states kept)."""

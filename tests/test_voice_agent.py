@@ -76,8 +76,8 @@ class _Rows:
 class ScriptedBrain:
     """Says 'సరే.' to whatever it hears; a request is whole when it ends in ఎంత."""
 
-    def __init__(self):
-        self.asked, self.replied = [], []
+    def __init__(self, pieces: int = 1):
+        self.asked, self.replied, self.pieces = [], [], pieces
 
     def conversation(self, now=None, voice="lakshmi"):
         return ab.Conversation(None)
@@ -86,8 +86,10 @@ class ScriptedBrain:
         self.asked.append(heard)
         return 0.9 if heard.endswith("ఎంత") else 0.1
 
-    def reply(self, convo, heard):
+    def reply_steps(self, convo, heard):
         self.replied.append(heard)
+        for _ in range(self.pieces):  # one yield a piece written
+            yield
         return ab.Answer(text="సరే.")
 
 
@@ -121,6 +123,18 @@ def test_a_whole_request_is_answered_after_a_short_pause(mouth):
     assert brain.replied == ["ఐదు ప్లస్ మూడు ఎంత"]
     assert answered == [16 + ContextConfig().endpoint_quiet_frames - 1]  # two quiet frames after the last word
     assert any(np.abs(f.pcm).max() > 0 for f in frames[answered[0]:])  # and the mouth speaks it
+
+
+def test_a_long_answer_is_written_over_a_few_frames(mouth):
+    """brain_pieces_per_tick pieces a frame: 20 pieces take 3 frames, and the worker never stalls
+    on one answer."""
+    brain = ScriptedBrain(pieces=20)
+    script = speech(["సమయం", "ఎంత"]) + quiet(20)
+    agent = agent_with(ScriptedEar(script), brain, mouth, brain_pieces_per_tick=8)
+    s = agent.session("ravi")
+    frames = play(agent, s, len(script))
+    ended = 8 + ContextConfig().endpoint_quiet_frames - 1
+    assert [i for i, f in enumerate(frames) if "answer" in f.events] == [ended + 2]
 
 
 def test_a_pause_inside_a_request_is_waited_out(mouth):
