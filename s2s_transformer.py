@@ -723,12 +723,13 @@ def sample_rows(logits, rows: list[int], settings: list[tuple[float, int]], gene
     return [ids[b] for b in rows]
 
 
-def _rows_of(state: dict, index, all_rows: bool) -> dict:
+def rows_of(state: dict, index, all_rows: bool) -> dict:
     """A dict of batch-first tensors -> the same for `index` (all rows: the tensors themselves)."""
     return dict(state) if all_rows else {k: v[index] for k, v in state.items()}
 
 
-def _put_rows(state: dict, index, new: dict, all_rows: bool) -> dict:
+def put_rows(state: dict, index, new: dict, all_rows: bool) -> dict:
+    """rows_of's dict, stepped, back into `state` (all rows: it becomes the state)."""
     if all_rows:
         return dict(new)
     for k, v in new.items():
@@ -865,10 +866,10 @@ class GeneratorBatch:
         if is_pcm and kind != "ear":
             if self.codec is None:
                 raise ValueError(f"a pcm frame needs the codec for user_input={kind!r}: model.streaming(codec=...)")
-            state = _rows_of(self.encoder_state, index, all_rows)
+            state = rows_of(self.encoder_state, index, all_rows)
             pcm = torch.stack([f.reshape(1, -1) for f in frames]).float()
             latent = self.codec.encoder(pcm, state)  # [B, latent, 1]
-            self.encoder_state = _put_rows(self.encoder_state, index, state, all_rows)
+            self.encoder_state = put_rows(self.encoder_state, index, state, all_rows)
             if kind == "latent":
                 return m._user_from_features(latent.transpose(1, 2))
             codes = self.codec.quantizer.encode(latent, m.n_codebooks)[:, :, 0]
