@@ -161,18 +161,6 @@ class Conversation:
         return {"frames": self.ctx.frame, "transcript": self.ctx.transcript(), "stats": self.stats()}
 
 
-def _take(state: dict, index, all_rows: bool) -> dict:
-    return dict(state) if all_rows else {k: v[index] for k, v in state.items()}
-
-
-def _put(state: dict, index, new: dict, all_rows: bool) -> dict:
-    if all_rows:
-        return dict(new)
-    for k, v in new.items():
-        state[k][index] = v
-    return state
-
-
 class ConversationBatch:
     """The rows of one worker: conversation r is row r of the S2S GeneratorBatch, of the codec
     decoder's state and of the ear's state. Not thread-safe: its worker owns it. Models whose
@@ -265,6 +253,8 @@ class ConversationBatch:
     def _decode(self, outs, index, all_rows: bool) -> list[np.ndarray]:
         """The agent's audio of every row that has codes; silence during the acoustic delay. Decode
         even while muted: the decoder's state must follow the codes the model emits."""
+        from s2s_transformer import put_rows, rows_of  # the rows of a stream state, as the encoder's
+
         audio = [np.zeros(self.models.frame_size, np.float32) for _ in outs]
         have = [i for i, o in enumerate(outs) if o.agent_codes is not None]
         if not have:
@@ -272,9 +262,9 @@ class ConversationBatch:
         every = all_rows and len(have) == len(outs)
         index = index[have] if len(have) != len(outs) else index
         codes = self.torch.stack([outs[i].agent_codes.reshape(-1) for i in have])[:, :, None]
-        state = _take(self.decoder_state, index, every)
+        state = rows_of(self.decoder_state, index, every)
         y, state = self.models.codec.decode_step(codes, state)
-        self.decoder_state = _put(self.decoder_state, index, state, every)
+        self.decoder_state = put_rows(self.decoder_state, index, state, every)
         y = y.reshape(len(have), -1).float().cpu().numpy()
         for j, i in enumerate(have):
             audio[i] = y[j]

@@ -80,6 +80,34 @@ def fill_missing_clock(model: "S2SModel", state: dict) -> dict:
 
 # --- layers -------------------------------------------------------------------------------------
 
+def transposed(weight):
+    """weight [..., out, in] -> a contiguous [..., in, out] copy, kept on the weight and made again
+    only when the weight changes (an optimizer step, load_state_dict, a move to another device)."""
+    key = (weight._version, weight.data_ptr())
+    hit = getattr(weight, "_transposed", None)
+    if hit is None or hit[0] != key:
+        hit = weight._transposed = (key, weight.detach().transpose(-1, -2).contiguous())
+    return hit[1]
+
+
+def few_rows(x, weight) -> bool:
+    """A batched streaming step: more than one row, no autograd. MKL's kernel for x @ W.T is
+    1.2-1.5x slower than x @ (W.T contiguous) at 2-7 rows on the CPUs measured (tools/tick_cost.py);
+    from 8 rows both take the same kernel. One row keeps F.linear (a gemv either way): a lone
+    conversation's numbers stay as they were."""
+    return x.numel() > x.shape[-1] and not torch.is_grad_enabled() and not weight.is_inference()
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose batched streaming steps multiply by its cached transpose (`few_rows`)."""
+
+    def forward(self, x):
+        if not few_rows(x, self.weight):
+            return F.linear(x, self.weight, self.bias)
+        y = x @ transposed(self.weight)
+        return y if self.bias is None else y + self.bias
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5, init: float = 1.0):
         super().__init__()
@@ -178,8 +206,8 @@ class Attention(nn.Module):
         super().__init__()
         assert d_model % n_heads == 0
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.qkv = Linear(d_model, 3 * d_model, bias=False)
+        self.out = Linear(d_model, d_model, bias=False)
         self.out.residual_layers = n_layers  # scaled init (nanoGPT's c_proj)
         self.dropout = dropout
 
@@ -213,8 +241,8 @@ class MLP(nn.Module):
     def __init__(self, d_model: int, n_layers: int):
         super().__init__()
         hidden = 64 * math.ceil(8 * d_model / 3 / 64)
-        self.inp = nn.Linear(d_model, 2 * hidden, bias=False)
-        self.out = nn.Linear(hidden, d_model, bias=False)
+        self.inp = Linear(d_model, 2 * hidden, bias=False)
+        self.out = Linear(hidden, d_model, bias=False)
         self.out.residual_layers = n_layers
 
     def forward(self, x):
@@ -359,11 +387,11 @@ class S2SModel(nn.Module):
         # offsets, so a frame's K lookups are one gather.
         if s.user_input == "mel":
             self.log_mel = LogMel(cfg.codec.sample_rate, self.frame_size)
-            self.user_in = nn.Linear(self.log_mel.dim, d)
+            self.user_in = Linear(self.log_mel.dim, d)
         elif s.user_input == "latent":
-            self.user_in = nn.Linear(cfg.codec.latent_dim, d)
+            self.user_in = Linear(cfg.codec.latent_dim, d)
         elif s.user_input == "ear":
-            self.user_in = nn.Linear(s.ear_dim, d)
+            self.user_in = Linear(s.ear_dim, d)
         else:
             self.user_code_emb = nn.Embedding(K * card, d)
             self.register_buffer("user_code_offsets", torch.arange(K) * card, persistent=False)
@@ -373,16 +401,16 @@ class S2SModel(nn.Module):
         self.register_buffer("agent_code_offsets", torch.arange(K) * (card + 1), persistent=False)
         self.agent_text_emb = nn.Embedding(V + 1, d)
         self.user_text_emb = nn.Embedding(V + 1, d)
-        self.voice_in = nn.Linear(cfg.speaker.embed_dim, d, bias=False)  # zeros -> no bias
-        self.clock_in = nn.Linear(CLOCK_DIM, d, bias=False) if s.clock else None
+        self.voice_in = Linear(cfg.speaker.embed_dim, d, bias=False)  # zeros -> no bias
+        self.clock_in = Linear(CLOCK_DIM, d, bias=False) if s.clock else None
 
         self.temporal = Transformer(d, s.n_layers, s.n_heads, s.dropout, window=s.context_frames)
-        self.user_text_head = nn.Linear(d, V, bias=False)
-        self.agent_text_head = nn.Linear(d, V, bias=False)
+        self.user_text_head = Linear(d, V, bias=False)
+        self.agent_text_head = Linear(d, V, bias=False)
 
         # Depth transformer: per-step input projection, token embedding and output head (cheap),
         # shared layers (per-step layers would multiply its weights by K for the same FLOPs).
-        self.depth_in = nn.Linear(d, K * dd, bias=False)
+        self.depth_in = Linear(d, K * dd, bias=False)
         self.depth_text_emb = nn.Embedding(V, dd)
         self.depth_code_emb = nn.Embedding(max(K - 1, 1) * (card + 1), dd)
         self.depth = Transformer(dd, s.depth_layers, s.depth_heads, s.dropout)
@@ -695,12 +723,13 @@ def sample_rows(logits, rows: list[int], settings: list[tuple[float, int]], gene
     return [ids[b] for b in rows]
 
 
-def _rows_of(state: dict, index, all_rows: bool) -> dict:
+def rows_of(state: dict, index, all_rows: bool) -> dict:
     """A dict of batch-first tensors -> the same for `index` (all rows: the tensors themselves)."""
     return dict(state) if all_rows else {k: v[index] for k, v in state.items()}
 
 
-def _put_rows(state: dict, index, new: dict, all_rows: bool) -> dict:
+def put_rows(state: dict, index, new: dict, all_rows: bool) -> dict:
+    """rows_of's dict, stepped, back into `state` (all rows: it becomes the state)."""
     if all_rows:
         return dict(new)
     for k, v in new.items():
@@ -837,10 +866,10 @@ class GeneratorBatch:
         if is_pcm and kind != "ear":
             if self.codec is None:
                 raise ValueError(f"a pcm frame needs the codec for user_input={kind!r}: model.streaming(codec=...)")
-            state = _rows_of(self.encoder_state, index, all_rows)
+            state = rows_of(self.encoder_state, index, all_rows)
             pcm = torch.stack([f.reshape(1, -1) for f in frames]).float()
             latent = self.codec.encoder(pcm, state)  # [B, latent, 1]
-            self.encoder_state = _put_rows(self.encoder_state, index, state, all_rows)
+            self.encoder_state = put_rows(self.encoder_state, index, state, all_rows)
             if kind == "latent":
                 return m._user_from_features(latent.transpose(1, 2))
             codes = self.codec.quantizer.encode(latent, m.n_codebooks)[:, :, 0]
@@ -954,7 +983,8 @@ class GeneratorBatch:
         dcos, dsin = self.depth_rope
         for k in range(K):
             y = m.depth.step((proj[:, k] + token).view(B, 1, -1), dcos[k:k + 1], dsin[k:k + 1], caches)
-            logits = F.linear(y[:, 0], m.code_heads[k])  # [B, card]
+            logits = y[:, 0] @ transposed(m.code_heads)[k] if few_rows(y, m.code_heads) else \
+                F.linear(y[:, 0], m.code_heads[k])  # [B, card]
             code_logits.append(logits)
             column, free = [0] * B, []
             for b in range(B):

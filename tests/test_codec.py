@@ -58,9 +58,10 @@ def test_streaming_matches_offline(codec, chunk_frames):
         got_codes.append(c), got_audio.append(a)
         pos, i = pos + n, i + 1
     assert torch.equal(torch.cat(got_codes, -1), codes)
-    # The harmonic oscillator integrates F0, so a one-ulp difference in a streamed F0 (conv sums
-    # in another order) drifts its phase a little: 1e-4 at this (loud) level over the clip.
-    atol = 3e-4 if getattr(codec.decoder, "harmonic", None) is not None else 1e-5
+    # The harmonic oscillator integrates F0, so a one-ulp difference in a streamed F0 (the
+    # streaming convs sum in another order than the offline ones) drifts its phase a little:
+    # 2e-4 to 5e-4 at this (loud) level over the clip, depending on the chunking.
+    atol = 1e-3 if getattr(codec.decoder, "harmonic", None) is not None else 1e-5
     torch.testing.assert_close(torch.cat(got_audio, -1), audio, atol=atol, rtol=1e-4)
 
 
