@@ -376,6 +376,12 @@ def train(args, cfg) -> None:
         minutes_before, best = resumed["minutes"], resumed["best"]
         tu.set_rng_state(resumed["rng"])
         print(f"resumed from {path}: step {step}, epoch {epoch}, batch {position}, {minutes_before:.1f} min before")
+    else:  # the output head starts at the data's mean frame: the first steps need not find it
+        with torch.no_grad():
+            bias = model.head[-1].bias
+            bias[:model.latent_dim] = torch.cat([it["latent"].float() for it in data.items[::20]], 1).mean(1)
+            voiced = torch.cat([it["octaves"][it["voiced"]].float() for it in data.items[::20]])
+            bias[model.latent_dim:-1] = voiced.mean()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{len(data.items)} clips ({data.frames.sum() * 0.04 / 3600:.1f} h) of {len(shards)} voices; mouth "
           f"{n_params / 1e6:.2f} M params; lr {tc.lr}; {tc.max_minutes} min budget", flush=True)
