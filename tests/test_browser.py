@@ -237,7 +237,7 @@ def ask_the_shipped_agent(tmp_path, name: str, monkeypatch) -> dict:
     clip, *speech = question_clip(text, lead_s=3.0)  # the session is up before the question
     wav = fake_mic_wav(tmp_path / "question.wav", text, clip=clip)
     cfg = load_config("tiny")
-    models = server_mod.load_models(cfg)  # the shipped codec, S2S model, voice bank and ear
+    models = server_mod.load_models(cfg, agent="auto")  # the shipped agent: v2 (ear, brain, mouth) when shipped
     received = record_server_audio(monkeypatch)
     with ServerThread(models, cfg) as st, sync_playwright() as p:
         browser = launch(p, wav, loop=False)
@@ -258,6 +258,7 @@ def ask_the_shipped_agent(tmp_path, name: str, monkeypatch) -> dict:
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         turns = page.eval_on_selector_all("#transcript .turn", "els => els.map(e => e.className)")
+        voice = page.input_value("#voice")
         # Stop: the mic closes, then the page's last audio and "stop" reach the server, which
         # answers after its last queued frame (or the page closes after 3 s); the counts are final.
         page.click("#stop")
@@ -270,7 +271,8 @@ def ask_the_shipped_agent(tmp_path, name: str, monkeypatch) -> dict:
         browser.close()
     return {"stats": s, "question": text, "intent": intent, "slots": slots, "clip": clip, "speech": speech,
             "received": [np.concatenate(frames) for frames in received.values()],
-            "errors": dict(st.server.metrics.errors), "ear": models.ear, "frame_size": models.frame_size}
+            "errors": dict(st.server.metrics.errors), "ear": models.ear, "frame_size": models.frame_size,
+            "models": models, "voice": voice}
 
 
 @pytest.mark.skipif(not SHIPPED_S2S.exists(), reason=f"{SHIPPED_S2S.relative_to(ROOT)} is absent")
@@ -329,6 +331,13 @@ def test_shipped_models_hear_the_question_and_answer_in_the_browser(tmp_path, mo
     cer = char_error_rate([text], [s["userText"]])
     assert cer <= 0.7, f"the agent heard {s['userText']!r} for {text!r} (CER {cer:.2f})"
     assert any("\u0c00" <= ch <= "\u0c7f" for ch in s["agentText"]), s["agentText"]  # it replied in Telugu
+    models = run["models"]
+    if models.brain is not None:  # the v2 agent: the page shows what the same agent says offline for those frames
+        import voice_agent
+
+        agent = voice_agent.VoiceAgent(models.ear, models.brain, models.mouth, load_config("tiny").context)
+        offline = voice_agent.converse(agent, pcm[:s["framesReceived"] * frame], run["voice"])
+        assert " ".join(s["agentText"].split()) == offline["agent_text"], (s["agentText"], offline["answers"])
     assert s["nonSilentSamples"] > 24000, "the agent's reply was not played"
     # Turn-taking: the user's turn, then the agent's reply after it. (Now and then the demo model
     # says a word in the silence before the question, 1 run in 17 in session 8; that is the model's
