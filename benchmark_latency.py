@@ -185,6 +185,9 @@ class BenchModels:
         self.cfg = tiny_config() if args.tiny else load_config(args.config)
         # The server's own settings (context manager, limits) come from this preset, as in the server.
         self.preset = "tiny" if args.tiny else args.config
+        # The server's agent: the S2S model (the codec and S2S measured here), or the shipped v2 agent
+        # (ear, brain, mouth; only the end-to-end and capacity runs use it)
+        self.agent = getattr(args, "agent", "s2s")
         self.use_shipped = not (args.random_weights or args.tiny)
         self.workdir, self.notes = workdir, []
         torch.manual_seed(0)
@@ -281,7 +284,7 @@ class BenchModels:
         user_input = self.s2s.cfg.user_input
         return {"source": self.source, "codec": self.codec_source, "s2s": self.s2s_source,
                 "voice_bank": str(self.voice_bank_path) if self.voice_bank_path else None,
-                "config": self.cfg.preset, "codec_params": count(self.codec), "s2s_params": count(self.s2s),
+                "config": self.cfg.preset, "agent": self.agent, "codec_params": count(self.codec), "s2s_params": count(self.s2s),
                 "frame_ms": self.frame_ms, "acoustic_delay": self.s2s.delay, "codec_delay_ms": self.codec_delay_ms,
                 "user_input": user_input, "pipeline_has_encoder": user_input != "mel",
                 "asr": self.ear_source, "asr_params": count(self.ear), "server_hears_with_asr": self.ear_path is not None}
@@ -668,7 +671,8 @@ def server_args(bm: BenchModels, queue_frames: int) -> list[str]:
     """The server on the benchmark's models, queueing up to `queue_frames` frames of a conversation
     each way (its input backlog, server.max_backlog_s, and its send queue)."""
     backlog_s = queue_frames * bm.codec.frame_size / bm.codec.sample_rate
-    args = ["--codec", str(bm.codec_path), "--s2s", str(bm.s2s_path), *bm.server_ear_args,
+    models = ["--codec", str(bm.codec_path), "--s2s", str(bm.s2s_path)] if bm.agent != "v2" else ["--agent", "v2"]
+    args = [*models, *bm.server_ear_args,
             "--set", f"server.send_queue_frames={queue_frames}", "--set", f"server.max_backlog_s={backlog_s:g}"]
     if bm.voice_bank_path is not None:
         args += ["--voice_bank", str(bm.voice_bank_path)]
@@ -850,8 +854,10 @@ def format_capacity(res: dict) -> str:
     m, mach = res["models"], res["machine"]
     head = {(s["workers"], s["batching"]): s["max_realtime_clients"] for s in res["sweeps"]}
     lines = [f"Machine: {mach['cpu_count']} cores, load average {mach['loadavg_start']} at the start, "
-             f"{mach['loadavg_end']} at the end. Models ({m['source']}): S2S {m['s2s_params'] / 1e6:.1f} M, codec "
-             f"{m['codec_params'] / 1e6:.1f} M, ear {'on: ' + m['asr'] if m.get('server_hears_with_asr') else 'off'}. "
+             f"{mach['loadavg_end']} at the end. "
+             + ("Agent: v2 (shipped ear, brain, mouth and pitch codec). " if m.get("agent") == "v2" else
+                f"Models ({m['source']}): S2S {m['s2s_params'] / 1e6:.1f} M, codec {m['codec_params'] / 1e6:.1f} M, "
+                f"ear {'on: ' + m['asr'] if m.get('server_hears_with_asr') else 'off'}. ") +
              f"Real time: {res['criterion']}; clients stream {res['audio']} in real time.", "",
              "**Conversations held in real time** (largest count that stayed real time):", "",
              "| workers | batched | one at a time (before) |", "|---|---|---|"]
@@ -1193,6 +1199,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and one per core, then the admission control (README's '### Capacity')")
     p.add_argument("--workers_list", help="worker counts of the capacity sweep (default 1,<cores>)")
     p.add_argument("--modes", default="batched,unbatched", help="the capacity sweep's servers: batched, unbatched or both")
+    p.add_argument("--agent", choices=["s2s", "v2"], default="s2s",
+                   help="the server's agent in the capacity sweep: the S2S model, or the shipped v2 agent (ear, brain, mouth)")
     p.add_argument("--no_admission", action="store_true", help="the capacity sweep without the admission check")
     p.add_argument("--peers_dir", default=os.environ.get("TELUGU_S2S_PEERS"),
                    help="folder with moshi/encodec installed (pip install --no-deps --target DIR ...)")
