@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ import agent_mouth
 import telugu_asr
 from config import ContextConfig
 from context_manager import INTERRUPTED, SPEAKING, ContextManager
+from s2s_transformer import frame_db, put_rows, rows_of
 
 
 @dataclass
@@ -187,21 +187,11 @@ class VoiceAgent:
     def _decode(self, codes, rows):
         """The codec's streaming decoder over the stepped rows (all rows' states kept)."""
         all_rows = len(rows) == len(self.sessions) and bool((rows == torch.arange(len(rows))).all())
-        state = self.codec_state if all_rows else {k: v[rows] for k, v in self.codec_state.items()}
-        pcm, new = self.codec.decode_step(codes[rows].unsqueeze(-1), state)
-        if all_rows:
-            return pcm[:, 0].float().numpy(), new
-        merged = {k: v.clone() for k, v in self.codec_state.items()}
-        for k in merged:
-            merged[k][rows] = new[k]
-        return pcm[:, 0].float().numpy(), merged
+        pcm, new = self.codec.decode_step(codes[rows].unsqueeze(-1), rows_of(self.codec_state, rows, all_rows))
+        return pcm[:, 0].float().numpy(), put_rows(self.codec_state, rows, new, all_rows)
 
 
 # --- offline: a whole recording as one conversation ------------------------------------------------
-
-def frame_db(pcm) -> float:
-    return 10 * math.log10(float(np.mean(np.square(pcm, dtype=np.float64))) + 1e-10) if len(pcm) else -100.0
-
 
 def converse(agent: VoiceAgent, user_pcm: np.ndarray, voice: str, now=None) -> dict:
     """Play `user_pcm` (24 kHz) as the user's side, frame by frame, as the server would; the same
