@@ -218,6 +218,12 @@ class ContextConfig:
     end_of_turn_prob: float = 0.5
     max_wait_frames: int = 25
     brain_pieces_per_tick: int = 8  # the brain writes an answer this many pieces a frame (a worker's tick)
+    # The v2 agent reads each request with the ear's language model (ear_lm.py): a CTC prefix beam
+    # search of ear_lm_beam readings, the LM weighted ear_lm_alpha, ear_lm_beta per character
+    # (tuned on held-out val requests, docs/ear_lm.json). ear_lm_beam 0: the greedy transcript.
+    ear_lm_alpha: float = 0.4
+    ear_lm_beta: float = 2.0
+    ear_lm_beam: int = 16
     text_lag_frames: int = 25  # transcript pieces this late still belong to the turn that ended
     history_turns: int = 200  # turns kept with text; older ones are dropped (hour-long sessions)
     timing_window: int = 1500  # frames of per-frame timings kept for percentiles (60 s)

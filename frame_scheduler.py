@@ -57,6 +57,7 @@ class FrameOut:
     compute_ms: float  # the tick this frame was computed in (wall time)
     stats: dict | None  # the conversation's figures, every STATS_EVERY_S
     frame: int  # this frame's index in the conversation
+    request: str = ""  # the v2 agent: the request it started answering on this frame, as it read it
 
 
 class UserWords:
@@ -145,10 +146,12 @@ class Conversation:
         self.ctx.timings["compute_ms"].append(compute_ms)
         self.ctx.timings["cpu_ms"].append(cpu_ms)
         page_text = self.words.feed(frame.user_piece) if self.words is not None else frame.user_piece
+        if frame.request and self.words is not None:  # the request's last word goes out before its reading
+            page_text, self.words.pending = page_text + self.words.pending, ""
         stats = self.stats() if self.ctx.frame % self.stats_every == 0 else None
         return FrameOut(pcm16_bytes(frame.pcm), " " + frame.agent_piece if frame.agent_piece else "", page_text,
                         frame.state if "state" in frame.events else None, "barge_in" in frame.events, compute_ms,
-                        stats, self.ctx.frame - 1)
+                        stats, self.ctx.frame - 1, frame.request)
 
     def stats(self) -> dict:
         s = self.ctx.stats()
@@ -280,7 +283,7 @@ class AgentBatch:
         import voice_agent
 
         self.models = models
-        self.agent = voice_agent.VoiceAgent(models.ear, models.brain, models.mouth, cfg.context)
+        self.agent = voice_agent.VoiceAgent(models.ear, models.brain, models.mouth, cfg.context, getattr(models, "lm", None))
         self.convs: list[Conversation] = []
 
     def __len__(self) -> int:

@@ -18,6 +18,8 @@ Wire protocol (DESIGN.md "Server"; what is decided here beyond it):
             {"type": "started", "voice", "algorithmic_delay_ms"}  then state "listening"
             {"type": "state", "state": listening|thinking|speaking|interrupted, "frame"}
             {"type": "flush", "reason": "barge_in", "frame"}: drop all buffered agent audio now
+            {"type": "heard", "text", "frame"}: the v2 agent answers this request (its reading of the
+             user's words through the ear's language model, which may correct the 0x03 pieces)
             {"type": "stats", "frames", "compute_ms", "cpu_ms", "e2e_ms", "response_gap_ms", "backlog",
              "send_queue", "barge_ins", "state", "algorithmic_delay_ms"}  once a second
             {"type": "stopped", "frames", "transcript", "stats"}  after the last queued frame
@@ -234,6 +236,7 @@ class Models:
     # its codec (then `codec` is the mouth's and `s2s` is None)
     brain: object | None = None
     mouth: object | None = None
+    lm: object | None = None  # ear_lm.CharLM: the v2 agent reads each request with it (None: greedy)
 
     @property
     def frame_size(self) -> int:
@@ -316,16 +319,20 @@ def v2_available(brain_path=None, mouth_path=None) -> bool:
 
 
 def load_agent_v2(cfg: Config, voice_bank_path=None, device: str = "cpu", asr_path=None, brain_path=None,
-                  mouth_path=None) -> Models:
-    """The v2 agent's models: the ear, the brain, the mouth (and the mouth's codec)."""
+                  mouth_path=None, lm_path=None) -> Models:
+    """The v2 agent's models: the ear (and its language model), the brain, the mouth (and the
+    mouth's codec). lm_path "none": no LM; None: the shipped one where it exists."""
     import agent_brain
     import agent_mouth
+    import ear_lm
     import telugu_asr
 
     brain = agent_brain.load(brain_path, device)
     mouth = agent_mouth.load(mouth_path, device)
     codec = mouth.codec
     ear, ear_info = load_ear(asr_path or telugu_asr.SHIPPED, codec, device)
+    use_lm = lm_path != "none" and (lm_path is not None or ear_lm.SHIPPED.exists())
+    lm = ear_lm.load(lm_path) if use_lm else None
     voices, bank_info = load_voices(voice_bank_path, None)
     voices = {name: v for name, v in voices.items() if name in mouth.m.voices}
     if not voices:
@@ -334,13 +341,13 @@ def load_agent_v2(cfg: Config, voice_bank_path=None, device: str = "cpu", asr_pa
     info = {"agent": "v2", "brain": str(brain_path or agent_brain.SHIPPED), "mouth": str(mouth_path or agent_mouth.SHIPPED),
             "codec": mouth.cfg.mouth.codec_checkpoint, "asr": ear_info, "voice_bank": bank_info or None, "device": device,
             "brain_params": count(brain), "mouth_params": count(mouth), "codec_params": count(codec),
-            "asr_params": count(ear)}
-    return Models(codec, None, None, voices, info, ear, brain, mouth)
+            "asr_params": count(ear), "ear_lm": str(lm_path or ear_lm.SHIPPED) if use_lm else None}
+    return Models(codec, None, None, voices, info, ear, brain, mouth, lm)
 
 
 def load_models(cfg: Config, codec_path=None, s2s_path=None, voice_bank_path=None,
                 random_weights: bool = False, device: str = "cpu", asr_path=None, use_asr: bool = True,
-                agent: str = "s2s", brain_path=None, mouth_path=None) -> Models:
+                agent: str = "s2s", brain_path=None, mouth_path=None, lm_path=None) -> Models:
     """agent: "s2s" (the end-to-end S2S model), "v2" (ear + brain + mouth, voice_agent.py) or
     "auto" (v2 when its brain and mouth checkpoints exist and no S2S checkpoint was asked for)."""
     import torch
@@ -348,7 +355,7 @@ def load_models(cfg: Config, codec_path=None, s2s_path=None, voice_bank_path=Non
     if agent == "auto":
         agent = "v2" if not s2s_path and not random_weights and use_asr and v2_available(brain_path, mouth_path) else "s2s"
     if agent == "v2":
-        return load_agent_v2(cfg, voice_bank_path, device, asr_path, brain_path, mouth_path)
+        return load_agent_v2(cfg, voice_bank_path, device, asr_path, brain_path, mouth_path, lm_path)
 
     import s2s_transformer
     import telugu_codec_fixed
@@ -507,6 +514,8 @@ class Session:
             self.send_binary(KIND_AGENT_TEXT, out.agent_text.encode("utf-8"))
         if out.user_text:
             self.send_binary(KIND_USER_TEXT, out.user_text.encode("utf-8"))
+        if out.request:
+            self.send_json({"type": "heard", "text": out.request, "frame": out.frame})
         if out.stats is not None:
             self.send_json({"type": "stats", **out.stats, **self.loop_stats()})
 
@@ -954,6 +963,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto: v2 when checkpoints/brain.safetensors and checkpoints/mouth.safetensors exist")
     p.add_argument("--brain", help="with the v2 agent: the brain checkpoint (default checkpoints/brain.safetensors)")
     p.add_argument("--mouth", help="with the v2 agent: the mouth checkpoint (default checkpoints/mouth.safetensors)")
+    p.add_argument("--ear_lm", help="with the v2 agent: the ear's language model (default checkpoints/ear_lm.json; "
+                                   "none: the brain reads the greedy transcript)")
     p.add_argument("--no_asr", action="store_true", help="no ear: the S2S model's own transcript and the energy VAD")
     p.add_argument("--random_weights", action="store_true",
                    help="untrained models of the config's size (load tests, a page demo before training)")
@@ -987,7 +998,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     try:
         models = load_models(cfg, args.codec, args.s2s, args.voice_bank, args.random_weights, args.device,
-                             args.asr, not args.no_asr, args.agent, args.brain, args.mouth)
+                             args.asr, not args.no_asr, args.agent, args.brain, args.mouth, args.ear_lm)
     except (FileNotFoundError, ValueError) as e:
         log("model_error", logging.ERROR, error=str(e),
             hint="pass --codec/--s2s paths, or --random_weights to try the page with untrained models")

@@ -443,11 +443,13 @@ def check_offline_answer(env: Env) -> str:
 
     q = question(env)
     if env.v2:
+        import ear_lm
         import telugu_asr
         import voice_agent
 
+        lm = ear_lm.load(env.path("ear_lm.json")) if env.path("ear_lm.json").exists() else None
         agent = voice_agent.VoiceAgent(telugu_asr.load(env.path("asr.safetensors")), env.brain, env.mouth,
-                                       load_config("tiny").context)
+                                       load_config("tiny").context, lm)
         voice = env.voice_name if env.voice_name in env.mouth.m.voices else env.mouth.m.voices[0]
         run = voice_agent.converse(agent, q["pcm"], voice)
         gap = s2s_transformer.response_gap_ms(run["user_loud"], run["agent_db"], run["frame_ms"])
@@ -465,7 +467,8 @@ def check_offline_answer(env: Env) -> str:
 def server_model_args(env: Env) -> list[str]:
     if env.v2:
         args = ["--agent", "v2", "--brain", str(env.path("brain.safetensors")),
-                "--mouth", str(env.path("mouth.safetensors")), "--asr", str(env.path("asr.safetensors"))]
+                "--mouth", str(env.path("mouth.safetensors")), "--asr", str(env.path("asr.safetensors")),
+                "--ear_lm", str(env.path("ear_lm.json")) if env.path("ear_lm.json").exists() else "none"]
         return args + (["--voice_bank", str(env.path("voice_bank.json"))] if env.path("voice_bank.json").exists() else [])
     args = ["--agent", "s2s", "--codec", str(env.path("codec.safetensors")), "--s2s", str(env.path("s2s.safetensors"))]
     if env.path("voice_bank.json").exists():

@@ -289,8 +289,9 @@ class Ear(nn.Module):
         return torch.cat(features, dim=1)
 
     @torch.no_grad()
-    def transcribe(self, pcm) -> tuple[str, list]:
-        """One whole clip (1-D float tensor or array at 24 kHz) -> (text, [[word, start_s, end_s], ...])."""
+    def transcribe(self, pcm, return_log_probs: bool = False):
+        """One whole clip (1-D float tensor or array at 24 kHz) -> (text, [[word, start_s, end_s], ...]),
+        greedy; with return_log_probs, (text, CTC log-probs [slots, vocab]) for a beam search."""
         pcm = torch.as_tensor(pcm, dtype=torch.float32).flatten()
         pad = (-pcm.numel()) % self.frame_size
         pcm = F.pad(pcm, (0, pad + self.frame_size))[None]  # one frame more: CTC emits a little late
@@ -302,8 +303,9 @@ class Ear(nn.Module):
             features = torch.cat([self._stream_features(pcm[:, i:i + chunk], state)
                                   for i in range(0, pcm.shape[1], chunk)], dim=1)
             log_probs, _ = self.heads(features)
-        return words_from_ids(log_probs[0].argmax(-1).tolist(), self.frame_size / self.cfg.asr.ctc_per_frame
-                              / self.sample_rate)
+        text, words = words_from_ids(log_probs[0].argmax(-1).tolist(), self.frame_size / self.cfg.asr.ctc_per_frame
+                                     / self.sample_rate)
+        return (text, log_probs[0]) if return_log_probs else (text, words)
 
 
 def collapse(ids, last_id):

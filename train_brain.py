@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from tqdm import tqdm
 
 import agent_brain as ab
@@ -40,7 +41,7 @@ import dialogue_domain as domain
 import train_utils as tu
 from audio_io import load_audio, read_manifest
 from config import Config, add_train_args, config_from_args, save_config
-from telugu_text import asr_text
+from telugu_text import asr_text, edit_distance
 from telugu_tokenizer import Tokenizer
 
 
@@ -79,23 +80,42 @@ def simulated(turns, ear: bd.EarErrors | None, seed: int) -> list[str]:
     return clean if ear is None else [ear.corrupt(t, rng, 1.0) for t in clean]
 
 
-def ear_transcripts(turns: list[dict], split: str, ear_checkpoint=None, seed: int = 0) -> list[str]:
-    """What the ear hears when held-out voices of `split` say each turn through the augmentation."""
+def ear_decoder(lm_path):
+    """The agent's reading of the ear's output: the LM beam search with ContextConfig's settings
+    (None where lm_path is "none" or there is no LM)."""
+    import ear_lm
+    import telugu_asr
+    from config import ContextConfig
+
+    if lm_path == "none" or (lm_path is None and not ear_lm.SHIPPED.exists()):
+        return None
+    c = ContextConfig()
+    return ear_lm.BeamDecoder(ear_lm.load(lm_path), telugu_asr.ALPHABET, telugu_asr.BLANK, c.ear_lm_alpha,
+                              c.ear_lm_beta, c.ear_lm_beam)
+
+
+def ear_transcripts(turns: list[dict], split: str, ear_checkpoint=None, seed: int = 0,
+                    lm_path=None) -> tuple[list[str], list[str] | None]:
+    """What the ear hears when held-out voices of `split` say each turn through the augmentation:
+    (greedy transcripts, the LM's readings or None without an LM)."""
     import augment
     import dialogue_corpus
     import telugu_asr
     import telugu_tts
 
-    ear = telugu_asr.load(ear_checkpoint)
+    ear, decoder = telugu_asr.load(ear_checkpoint), ear_decoder(lm_path)
     voices = dialogue_corpus.user_voices(split)
-    out = []
+    greedy, read = [], []
     for i, turn in enumerate(tqdm(turns, desc=f"ear on {split}", mininterval=10)):
         voice = voices[i % len(voices)]
         pcm, _ = telugu_tts.synthesize(turn["user_text"], voice)
         pcm = np.concatenate([np.zeros(4800, np.float32), pcm, np.zeros(7200, np.float32)])
         pcm, _, _ = augment.augment(pcm, ear.sample_rate, np.random.default_rng([seed, i]))
-        out.append(ear.transcribe(pcm)[0])
-    return out
+        text, log_probs = ear.transcribe(pcm, return_log_probs=True)
+        greedy.append(text)
+        if decoder is not None:
+            read.append(decoder.decode(log_probs))
+    return greedy, (read if decoder is not None else None)
 
 
 def run_eval(args) -> int:
@@ -108,11 +128,20 @@ def run_eval(args) -> int:
         res = {"true": answer_turns(brain, turns, simulated(turns, None, 0))}
         if ear_errors is not None:
             res["simulated_ear"] = answer_turns(brain, turns, simulated(turns, ear_errors, 1))
-        if args.ear_audio:
-            res["ear"] = answer_turns(brain, turns, ear_transcripts(turns, split, args.ear_checkpoint))
+        if args.ear_audio:  # "ear": as the agent reads it (with the LM, where there is one)
+            greedy, read = ear_transcripts(turns, split, args.ear_checkpoint, lm_path=args.lm)
+            res["ear"] = answer_turns(brain, turns, read if read is not None else greedy)
+            if read is not None:
+                res["ear_greedy"] = answer_turns(brain, turns, greedy)
+            for name, texts in (("ear", read or greedy), ("ear_greedy", greedy if read else None)):
+                if texts is not None:
+                    refs = [asr_text(t["user_text"]) for t in turns]
+                    report.setdefault(f"{split}_cer", {})[name] = round(
+                        sum(edit_distance(h, r) for h, r in zip(texts, refs)) / sum(map(len, refs)), 4)
         report[split] = {k: accuracy(v) for k, v in res.items()}
         report[split]["examples_wrong"] = [r for r in res.get("ear", res["true"]) if not r["correct"]][:12]
-        print(f"\n{split}: {len(turns)} held-out turns (held-out phrasings and values), answers correct")
+        print(f"\n{split}: {len(turns)} held-out turns (held-out phrasings and values), answers correct"
+              + (f"; the ear's CER {report[split + '_cer']}" if split + "_cer" in report else ""))
         groups = sorted({g for acc in report[split].values() if isinstance(acc, dict) for g in acc})
         print(f"{'transcript':<14}" + "".join(f"{g[:12]:>13}" for g in groups))
         for k, acc in report[split].items():
@@ -130,17 +159,19 @@ def measure_ear(args) -> int:
     import telugu_asr
 
     torch.set_num_threads(args.threads or 1)
-    ear = telugu_asr.load(args.ear_checkpoint)
+    ear, decoder = telugu_asr.load(args.ear_checkpoint), ear_decoder(args.lm)
     rows = read_manifest(args.ear_manifest)
     pairs = []
     for i, row in enumerate(tqdm(rows, desc="ear", mininterval=10)):
         pcm = load_audio(row["audio"], ear.sample_rate)
         if i % 2:  # half of them through a room, a microphone and a voice change
             pcm, _, _ = augment.augment(pcm, ear.sample_rate, np.random.default_rng([7, i]))
-        pairs.append((asr_text(row["text"]), ear.transcribe(pcm)[0]))
+        text, log_probs = ear.transcribe(pcm, return_log_probs=True)
+        pairs.append((asr_text(row["text"]), decoder.decode(log_probs) if decoder is not None else text))
     errors = bd.EarErrors.measure(pairs)
     errors.save(args.ear_errors, ear=str(args.ear_checkpoint or telugu_asr.SHIPPED), manifest=str(args.ear_manifest),
-                clips=len(pairs), note="half the clips through augment.py (seed 7, clip index)")
+                clips=len(pairs), note="half the clips through augment.py (seed 7, clip index)",
+                decoding="greedy" if decoder is None else "ear_lm beam search (ContextConfig)")
     print(f"{len(pairs)} clips, CER {errors.cer:.3f}: wrote {args.ear_errors}")
     return 0
 
@@ -172,6 +203,11 @@ def train(args, cfg: Config) -> None:
         step, minutes_before, best = state["step"], state["minutes"], state["best"]
         tu.set_rng_state(state["rng"], rt.rank)
         print(f"resumed from {path}: step {step}, {minutes_before:.1f} min trained")
+    elif args.init:  # the weights of an exported brain, a fresh optimizer; its step and minutes go on
+        brain.load_state_dict(ab.load(args.init).state_dict())
+        meta = safe_open(args.init, "pt").metadata() or {}
+        step, minutes_before = int(meta.get("step", 0)), float(meta.get("minutes", 0.0))
+        print(f"started from {args.init}: step {step}, {minutes_before:.1f} min trained")
     model = brain
     if rt.ddp:
         model = torch.nn.parallel.DistributedDataParallel(brain, device_ids=[rt.device.index]
@@ -260,6 +296,7 @@ def main(argv=None) -> int:
     p = add_train_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     p.add_argument("--val_turns", type=int, default=146, help="held-out val turns scored at each eval (2 per intent)")
     p.add_argument("--ear_errors", default=str(bd.EAR_ERRORS), help="the ear's measured edit statistics")
+    p.add_argument("--init", help="start from these brain weights (safetensors) with a fresh optimizer")
     p.add_argument("--export", help="write the run's latest weights (out_dir/brain.safetensors) here and exit")
     p.add_argument("--eval", action="store_true", help="score --checkpoint on held-out turns and exit")
     p.add_argument("--checkpoint", help="with --eval: brain weights (default the shipped ones)")
@@ -267,6 +304,8 @@ def main(argv=None) -> int:
     p.add_argument("--turns", type=int, default=292, help="with --eval: held-out turns per split (4 per intent)")
     p.add_argument("--ear_audio", action="store_true", help="with --eval: also through the real ear")
     p.add_argument("--ear_checkpoint", help="the ear for --ear_audio / --measure_ear (default the shipped one)")
+    p.add_argument("--lm", help="the ear's language model for --ear_audio / --measure_ear (default the shipped "
+                   "one; none: greedy)")
     p.add_argument("--measure_ear", action="store_true", help="measure the ear's errors and exit")
     p.add_argument("--ear_manifest", default="data/synthetic/val.jsonl", help="with --measure_ear")
     p.add_argument("--json", help="with --eval: write the report here")

@@ -2,6 +2,7 @@
 trained on its own with the data and loss that suit it, joined here frame by frame.
 
     user pcm ─▶ ear.step ─pieces, speech prob─▶ Session: words heard, quiet frames, ContextManager
+                 └─CTC log-probs─▶ ear_lm beam search: the request as the LM reads it
                     the user paused: brain.end_of_turn_prob(words so far) ≥ threshold
                     (a whole request), or quiet for max_wait: brain.reply ─▶ answer text
     mouth.say(answer) ─▶ mouth.step ─codes─▶ codec.decode_step ─▶ agent pcm
@@ -10,7 +11,11 @@ trained on its own with the data and loss that suit it, joined here frame by fra
 Turn-taking has two halves. Silence says the user paused (the ear's speech probability, frame by
 frame); the brain says whether the words so far make a request (its WAIT/AGENT prediction,
 brain_data.dialogue_stream), so a pause inside "ఈ రోజు ... తేదీ ఎంత" is waited out while a
-finished "ఈ రోజు తేదీ ఎంత" is answered after two quiet frames. Words the user says over the
+finished "ఈ రోజు తేదీ ఎంత" is answered after two quiet frames.
+
+The page shows the ear's greedy characters as they come (a word at a time); the brain reads the
+request as the ear's language model reads it (ear_lm.py: a prefix beam search over the same CTC
+output, which turns తారిు back into తారీఖు), and that reading is the answer frame's `request`. Words the user says over the
 agent without interrupting it ("ఊ") are backchannels, not requests; a barge-in makes them the
 start of the next request.
 
@@ -35,6 +40,7 @@ import torch
 
 import agent_brain
 import agent_mouth
+import ear_lm
 import telugu_asr
 from config import ContextConfig
 from context_manager import INTERRUPTED, SPEAKING, ContextManager
@@ -49,6 +55,7 @@ class AgentFrame:
     state: str  # ContextManager's turn state
     events: list[str] = field(default_factory=list)  # ContextManager's, plus "answer" when the brain replied
     answer: str = ""  # the brain's whole answer, on the frame it was written
+    request: str = ""  # on the same frame: the request it answers, as the brain read it
     timings: dict = field(default_factory=dict)
 
 
@@ -64,14 +71,21 @@ class Session:
     quiet: int = 0  # frames since the ear last heard speech
     asked: str | None = None  # `heard` when the brain last said "not a whole request yet"
     thinking: object = None  # the brain's answer being written (agent_brain.Brain.reply_steps)
+    request: str = ""  # what the brain is answering
+    beams: ear_lm.Beams | None = None  # `heard` as the LM reads it (None: no LM)
+    over_beams: ear_lm.Beams | None = None  # `over_agent` as the LM reads it
     row: int = -1
 
 
 class VoiceAgent:
     def __init__(self, ear: telugu_asr.Ear, brain: agent_brain.Brain, mouth: agent_mouth.Mouth,
-                 context: ContextConfig | None = None):
+                 context: ContextConfig | None = None, lm: ear_lm.CharLM | None = None):
         self.ear, self.brain, self.mouth, self.codec = ear, brain, mouth, mouth.codec
         self.cfg = context or ContextConfig()
+        self.decoder = None  # no LM: the brain reads the greedy transcript
+        if lm is not None and self.cfg.ear_lm_beam > 0:
+            self.decoder = ear_lm.BeamDecoder(lm, telugu_asr.ALPHABET, telugu_asr.BLANK, self.cfg.ear_lm_alpha,
+                                              self.cfg.ear_lm_beta, self.cfg.ear_lm_beam)
         self.frame_size = self.codec.frame_size
         self.frame_ms = int(round(1000 * self.frame_size / self.codec.sample_rate))
         self.sessions: list[Session] = []
@@ -86,6 +100,8 @@ class VoiceAgent:
         clock); context: its ContextManager, when the caller keeps one (the server's Conversation)."""
         s = Session(voice, context or ContextManager(self.cfg, self.frame_ms), self.brain.conversation(now, voice))
         s.row = len(self.sessions)
+        if self.decoder is not None:
+            s.beams, s.over_beams = self.decoder.start(), self.decoder.start()
         self.sessions.append(s)
         self.ear_state = self.ear_state.join(self.ear.init_state(1))
         one = self.mouth.init_state(1, [voice])
@@ -120,11 +136,12 @@ class VoiceAgent:
         t0 = time.perf_counter()
         rows = torch.tensor([s.row for s in sessions])
         pcm = torch.from_numpy(np.stack([np.asarray(f, np.float32) for f in frames]))
-        pieces, _, speech, _ = self.ear.step(pcm, self.ear_state, rows)
+        pieces, features, speech, _ = self.ear.step(pcm, self.ear_state, rows)
+        log_probs = self.ear.heads(features)[0].numpy() if self.decoder is not None else [None] * len(sessions)
         t1 = time.perf_counter()
         answers = {}
-        for s, piece, p in zip(sessions, pieces, speech[:, -1].tolist()):
-            answers[s.row] = self._listen(s, piece, p)
+        for s, piece, p, lp in zip(sessions, pieces, speech[:, -1].tolist(), log_probs):
+            answers[s.row] = self._listen(s, piece, p, lp)
         t2 = time.perf_counter()
         codes, spoken, _ = self.mouth.step(self.mouth_state)
         audio, self.codec_state = self._decode(codes, rows)
@@ -138,36 +155,48 @@ class VoiceAgent:
             if "barge_in" in res.events:
                 self.mouth.stop(self.mouth_state, s.row)
                 s.heard, s.over_agent, s.asked = s.over_agent, "", None  # what they said over it starts the request
+                if self.decoder is not None:
+                    s.beams, s.over_beams = s.over_beams, self.decoder.start()
             if res.mute_agent:
                 agent_pcm = np.zeros_like(agent_pcm)
             events = list(res.events) + (["answer"] if answers[s.row] else [])
             out.append(AgentFrame(agent_pcm, piece, "" if res.mute_agent else said, res.state, events,
-                                  answers[s.row] or "", {"ear_ms": (t1 - t0) * 1000, "brain_ms": (t2 - t1) * 1000,
+                                  answers[s.row] or "", s.request if answers[s.row] else "", {"ear_ms": (t1 - t0) * 1000, "brain_ms": (t2 - t1) * 1000,
                                                          "mouth_codec_ms": (t3 - t2) * 1000}))
         return out
 
-    def _listen(self, s: Session, piece: str, speech_prob: float) -> str | None:
+    def _listen(self, s: Session, piece: str, speech_prob: float, log_probs) -> str | None:
         """The user's side of one frame: collect the words, and answer when the request is over."""
         speaking_agent = s.context.state in (SPEAKING, INTERRUPTED) or self.mouth.speaking(self.mouth_state, s.row)
         if speaking_agent and s.context.state != INTERRUPTED:
             s.over_agent += piece
+            if self.decoder is not None:
+                s.over_beams = self.decoder.advance(s.over_beams, log_probs)
         else:
             s.heard += piece
+            if self.decoder is not None:
+                s.beams = self.decoder.advance(s.beams, log_probs)
         s.quiet = 0 if speech_prob >= self.cfg.ear_vad_threshold else s.quiet + 1
         if s.over_agent and s.context.state != INTERRUPTED and \
                 (not speaking_agent or s.quiet >= self.cfg.vad_hangover_frames):
             s.over_agent = ""  # the user went quiet again (or the agent finished) with no barge-in: a backchannel
+            if self.decoder is not None:
+                s.over_beams = self.decoder.start()
         words = " ".join(s.heard.split())
         if s.thinking is None:
             if not words or speaking_agent or s.quiet < self.cfg.endpoint_quiet_frames or piece.strip():
                 return None
+            if self.decoder is not None:
+                words = self.decoder.finish(s.beams) or words
             if s.quiet < self.cfg.max_wait_frames:  # a pause: is it the end of the request?
                 if s.asked == words:
                     return None
                 if self.brain.end_of_turn_prob(s.brain, words) < self.cfg.end_of_turn_prob:
                     s.asked = words
                     return None
-            s.thinking, s.heard, s.asked = self.brain.reply_steps(s.brain, words), "", None
+            s.thinking, s.heard, s.asked, s.request = self.brain.reply_steps(s.brain, words), "", None, words
+            if self.decoder is not None:
+                s.beams = self.decoder.start()
         return self._think(s)
 
     def _think(self, s: Session) -> str | None:
@@ -206,7 +235,7 @@ def converse(agent: VoiceAgent, user_pcm: np.ndarray, voice: str, now=None) -> d
     try:
         agent_pcm = np.zeros_like(user)
         pieces = {"user": [], "agent": []}
-        answers, agent_db, user_loud, muted, step_ms = [], [], [], [], []
+        answers, requests, agent_db, user_loud, muted, step_ms = [], [], [], [], [], []
         for t in range(n):
             t0 = time.perf_counter()
             f = agent.step([s], [user[t * fs:(t + 1) * fs]])[0]
@@ -219,11 +248,12 @@ def converse(agent: VoiceAgent, user_pcm: np.ndarray, voice: str, now=None) -> d
                 pieces["agent"].append({"t": t_end, "piece": " " + f.agent_piece})
             if f.answer:
                 answers.append({"t": t_end, "text": f.answer})
+                requests.append({"t": t_end, "text": f.request})
             agent_db.append(frame_db(f.pcm))
             user_loud.append(bool(s.context.user_vad.loud))
             muted.append("barge_in" in f.events or f.state == INTERRUPTED)
         return {"agent_pcm": agent_pcm, "n_frames": n, "frame_ms": agent.frame_ms, "pieces": pieces,
-                "answers": answers, "user_text": " ".join("".join(p["piece"] for p in pieces["user"]).split()),
+                "answers": answers, "requests": requests, "user_text": " ".join("".join(p["piece"] for p in pieces["user"]).split()),
                 "agent_text": " ".join("".join(p["piece"] for p in pieces["agent"]).split()),
                 "user_loud": user_loud, "agent_db": agent_db, "muted": muted, "step_ms": step_ms,
                 "frame_total_ms": step_ms, "context": s.context}
@@ -231,9 +261,14 @@ def converse(agent: VoiceAgent, user_pcm: np.ndarray, voice: str, now=None) -> d
         agent.close(s)
 
 
-def load(ear=None, brain=None, mouth=None, context: ContextConfig | None = None) -> VoiceAgent:
-    """The agent from the shipped checkpoints (or the given paths)."""
-    return VoiceAgent(telugu_asr.load(ear), agent_brain.load(brain), agent_mouth.load(mouth), context)
+def load(ear=None, brain=None, mouth=None, context: ContextConfig | None = None, lm=None) -> VoiceAgent:
+    """The agent from the shipped checkpoints (or the given paths). lm: the ear's language model
+    (default the shipped one, where there is one; "none": the brain reads the greedy transcript)."""
+    if lm == "none" or (lm is None and not ear_lm.SHIPPED.exists()):
+        lm = None
+    else:
+        lm = ear_lm.load(lm)
+    return VoiceAgent(telugu_asr.load(ear), agent_brain.load(brain), agent_mouth.load(mouth), context, lm)
 
 
 def main(argv=None) -> int:
@@ -243,11 +278,12 @@ def main(argv=None) -> int:
     p.add_argument("--now", help="ISO time of the conversation (default now)")
     p.add_argument("--out", help="write the agent's side of the first input here (WAV)")
     p.add_argument("--ear"), p.add_argument("--brain"), p.add_argument("--mouth")
+    p.add_argument("--lm", help="the ear's language model (default the shipped one; none: greedy)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from audio_io import load_audio, save_wav
 
-    agent = load(args.ear, args.brain, args.mouth)
+    agent = load(args.ear, args.brain, args.mouth, lm=args.lm)
     for i, path in enumerate(args.inputs):
         try:
             pcm = load_audio(path, agent.codec.sample_rate)
@@ -255,7 +291,7 @@ def main(argv=None) -> int:
             print(json.dumps({"path": path, "error": f"{type(e).__name__}: {e}"}, ensure_ascii=False))
             continue
         run = converse(agent, pcm, args.voice, args.now)
-        print(json.dumps({"path": path, "heard": run["user_text"], "answers": run["answers"],
+        print(json.dumps({"path": path, "heard": run["user_text"], "requests": run["requests"], "answers": run["answers"],
                           "said": run["agent_text"], "step_ms_p50": round(float(np.median(run["step_ms"])), 2)},
                          ensure_ascii=False))
         if args.out and i == 0:

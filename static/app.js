@@ -16,7 +16,7 @@ const token = new URLSearchParams(location.search).get("token");
 const stats = (window.__stats = {
   connected: false, streaming: false, state: "idle", framesSent: 0, framesReceived: 0,
   playedSamples: 0, nonSilentSamples: 0, underruns: 0, flushes: 0, flushMessages: 0,
-  bufferedMs: 0, targetMs: 0, agentText: "", userText: "", lastError: null, reconnects: 0,
+  bufferedMs: 0, targetMs: 0, agentText: "", userText: "", heard: [], lastError: null, reconnects: 0,
   // The mic in 24 kHz samples: captured; sent; not sent (no conversation yet, or between two);
   // dropped while the socket stalled.
   micSamples: 0, micSentSamples: 0, micUnsentSamples: 0, micStalledSamples: 0,
@@ -259,6 +259,14 @@ function onControl(m) {
       break;
     case "state":
       onStateChange(m.state);
+      break;
+    case "heard": // the request as the agent read it: it replaces the ear's raw characters
+      stats.heard.push(m.text);
+      if (turns.user) {
+        turns.user.body.data = m.text;
+        turns.user.el.classList.add("heard");
+      }
+      newTurn.user = true;
       break;
     case "flush": // barge-in: the agent yields, drop what it had queued
       stats.flushMessages++;

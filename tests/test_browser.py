@@ -340,9 +340,11 @@ def test_shipped_models_hear_the_question_and_answer_in_the_browser(tmp_path, mo
     if models.brain is not None:  # the v2 agent: the page shows what the same agent says offline for those frames
         import voice_agent
 
-        agent = voice_agent.VoiceAgent(models.ear, models.brain, models.mouth, load_config("tiny").context)
+        agent = voice_agent.VoiceAgent(models.ear, models.brain, models.mouth, load_config("tiny").context, models.lm)
         offline = voice_agent.converse(agent, pcm[:s["framesReceived"] * frame], run["voice"])
         assert " ".join(s["agentText"].split()) == offline["agent_text"], (s["agentText"], offline["answers"])
+        # and the page says which request it answered, as the agent read it through the ear's LM
+        assert s["heard"] == [r["text"] for r in offline["requests"]] and s["heard"], (s["heard"], offline["requests"])
     assert s["nonSilentSamples"] > 24000, "the agent's reply was not played"
     # Turn-taking: the user's turn, then the agent's reply after it. (Now and then the demo model
     # says a word in the silence before the question, 1 run in 17 in session 8; that is the model's

@@ -43,6 +43,7 @@ LAYERS = {
     "s2s_transformer": MODELS,
     "context_manager": MODELS,
     "telugu_asr": MODELS,
+    "ear_lm": MODELS,
     "agent_brain": MODELS,
     "agent_mouth": MODELS,
     "voice_agent": MODELS,

@@ -10,6 +10,7 @@ import torch
 import agent_brain as ab
 import agent_mouth
 import brain_data as bd
+import ear_lm
 import telugu_asr as ta
 import voice_agent as va
 from config import Config, ContextConfig, load_config
@@ -125,6 +126,48 @@ def test_a_whole_request_is_answered_after_a_short_pause(mouth):
     assert any(np.abs(f.pcm).max() > 0 for f in frames[answered[0]:])  # and the mouth speaks it
 
 
+class MishearingEar(ScriptedEar):
+    """A scripted ear that also writes CTC log-probs: each character of a frame's piece a slot,
+    where a confused character wins by 0.55 to 0.45, so the greedy pieces misspell it."""
+
+    def __init__(self, script, confusions):
+        super().__init__(script)
+        self.confusions, self.last = confusions, None
+
+    def step(self, pcm, state, rows=None):
+        piece, p = self.script.pop(0) if self.script else ("", 0.0)
+        rows_lp = []
+        for ch in piece or [None]:
+            q = np.full(ta.VOCAB_SIZE, 1e-4)
+            if ch is None:
+                q[ta.BLANK] = 1.0
+            elif ch in self.confusions:
+                q[ta.CHAR_ID[self.confusions[ch]]], q[ta.CHAR_ID[ch]] = 0.55, 0.45
+            else:
+                q[ta.CHAR_ID[ch]] = 1.0
+            rows_lp.append(np.log(q / q.sum()))
+        self.last = torch.tensor(np.stack(rows_lp))[None].float()
+        heard = "".join(self.confusions.get(ch, ch) for ch in piece)  # greedy: the louder, wrong one
+        return [heard] * pcm.shape[0], torch.zeros(pcm.shape[0], 1, 1), torch.full((pcm.shape[0], 1), p), state
+
+    def heads(self, features):
+        return self.last, None
+
+
+def test_the_brain_reads_the_request_through_the_ears_language_model(mouth):
+    """The page's pieces are the ear's greedy characters; the brain answers the LM's reading of
+    the same CTC output, and the answer frame says which request it answered."""
+    lm = ear_lm.CharLM.count(["ఈ రోజు తారీఖు ఎంత", "ఈ రోజు ఏ వారం", "సమయం ఎంత"], order=5)
+    brain = ScriptedBrain()
+    script = speech(["ఈ", "రోజు", "తారీఖు", "ఎంత"]) + quiet(10)
+    agent = va.VoiceAgent(MishearingEar(script, {"ో": "ా", "ీ": "ి"}), brain, mouth, ContextConfig(), lm)
+    s = agent.session("ravi")
+    frames = play(agent, s, len(script))
+    assert "".join(f.user_piece for f in frames).split() == ["ఈ", "రాజు", "తారిఖు", "ఎంత"]
+    assert brain.replied == ["ఈ రోజు తారీఖు ఎంత"]
+    assert [f.request for f in frames if f.answer] == ["ఈ రోజు తారీఖు ఎంత"]
+
+
 def test_a_long_answer_is_written_over_a_few_frames(mouth):
     """brain_pieces_per_tick pieces a frame: 20 pieces take 3 frames, and the worker never stalls
     on one answer."""
@@ -173,21 +216,28 @@ def test_a_backchannel_is_not_a_request_and_a_barge_in_is(mouth):
     assert set(said_after) <= {"సరే"}  # the old answer was dropped; only the new one is spoken
 
 
-def test_sessions_in_a_batch_sound_as_they_do_alone(ear, brain, mouth):
+@pytest.mark.parametrize("with_lm", [False, True])
+def test_sessions_in_a_batch_sound_as_they_do_alone(ear, brain, mouth, with_lm):
     """Two conversations stepped together, one joining late and one leaving early, give each the
-    audio and text it gets alone (greedy brain, deterministic mouth and codec)."""
+    audio and text it gets alone (greedy brain, deterministic mouth and codec; the LM's beams are
+    each session's own)."""
+    lm = ear_lm.CharLM.count(["ఈ రోజు తారీఖు ఎంత", "సమయం ఎంత"], order=4) if with_lm else None
     rng = np.random.default_rng(0)
     a = (rng.standard_normal(60 * FS) * 0.1).astype(np.float32)
     b = (rng.standard_normal(60 * FS) * 0.1).astype(np.float32)
     now = dt.datetime(2024, 3, 15, 10, 20)
 
+    readings = {}  # voice -> the LM's reading of what it heard, alone
+
     def alone(pcm, voice, n):
-        agent = va.VoiceAgent(ear, brain, mouth)
+        agent = va.VoiceAgent(ear, brain, mouth, None, lm)
         s = agent.session(voice, now)
-        return [agent.step([s], [pcm[t * FS:(t + 1) * FS]])[0] for t in range(n)]
+        frames = [agent.step([s], [pcm[t * FS:(t + 1) * FS]])[0] for t in range(n)]
+        readings[voice] = s.beams.best() if with_lm else None
+        return frames
 
     ref_a, ref_b = alone(a, "ravi", 60), alone(b, "priya", 45)
-    agent = va.VoiceAgent(ear, brain, mouth)
+    agent = va.VoiceAgent(ear, brain, mouth, None, lm)
     sa = agent.session("ravi", now)
     got_a, got_b = [], []
     for t in range(60):
@@ -200,9 +250,14 @@ def test_sessions_in_a_batch_sound_as_they_do_alone(ear, brain, mouth):
         else:
             got_a.append(agent.step([sa], [a[t * FS:(t + 1) * FS]])[0])
         if t == 54:
+            assert (sb.beams.best() if with_lm else None) == readings["priya"]
             agent.close(sb)
     for got, ref in ((got_a, ref_a), (got_b, ref_b)):
         assert [f.user_piece for f in got] == [f.user_piece for f in ref]
         assert [f.answer for f in got] == [f.answer for f in ref]
+        assert [f.request for f in got] == [f.request for f in ref]
         assert np.allclose(np.stack([f.pcm for f in got]), np.stack([f.pcm for f in ref]), atol=1e-5)
     assert len(agent.sessions) == 1 and sa.row == 0
+    assert (sa.beams.best() if with_lm else None) == readings["ravi"]
+    if with_lm:
+        assert len(readings["ravi"]) > 10  # the random ear says a lot: the beams had work to do
