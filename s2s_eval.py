@@ -179,7 +179,12 @@ def score_dialogue(run: dict, d: dict, encoder, bank, frame_size: int, sr: int) 
         # (an early endpoint in a pause, or speech of its own); None where the request interrupts it.
         f0, f1 = _frames(u["start"], frame_s), min(len(active), _frames(u["end"], frame_s))
         over = None if any(active[max(0, f0 - 3):f0 + 1]) else any(active[f0 + 1:f1])
-        turns.append({"intent": u["intent"], "said": said, "expected": ref_turn["agent_text"],
+        turn = {}
+        if "answers" in run:  # the v2 agent: the answer the brain wrote for this request, spoken whole or not
+            written = " ".join(a["text"] for a in run["answers"] if u["start"] < a["t"] and (last or a["t"] <= nxt))
+            turn = {"written": written,
+                    "written_correct": bool(written) and bool(domain.is_correct(u["intent"], u["slots"], written))}
+        turns.append({**turn, "intent": u["intent"], "said": said, "expected": ref_turn["agent_text"],
                       "scored": not ref_turn["interrupted"],
                       "correct": bool(domain.is_correct(u["intent"], u["slots"], said)) if said else False,
                       "gap_ms": None if onset is None else round(max(0.0, onset * frame_s - u["end"]) * 1000),
@@ -350,6 +355,9 @@ def summarise(results) -> dict:
     return {
         "dialogues": len(results), "turns_scored": len(turns),
         "answer_accuracy": round(float(np.mean([t["correct"] for t in turns])), 4) if turns else None,
+        # the v2 agent: right answers as written, also where the replayed user's next request cut them
+        **({"written_accuracy": round(float(np.mean([t["written_correct"] for t in turns])), 4)}
+           if turns and "written" in turns[0] else {}),
         "user_cer": round(cer([r["user_ref"] for r in results], [r["user_hyp"] for r in results]), 4) if results else None,
         "voice_match": round(float(np.mean(voice)), 4) if voice else None,
         "round_trip_cer": round(cer([r["agent_text"] for r in rt], [r["round_trip_hyp"] for r in rt]), 4) if rt else None,
@@ -454,7 +462,7 @@ def run_v2(args) -> int:
     import speaker_embeddings
     import voice_agent
 
-    agent = voice_agent.load(args.ear, args.brain, args.mouth)
+    agent = voice_agent.load(args.ear, args.brain, args.mouth, lm=args.ear_lm)
     encoder = speaker_embeddings.load(args.speaker_path) if args.speaker_path or \
         speaker_embeddings.DEFAULT_CHECKPOINT.exists() else None
     bank = speaker_embeddings.VoiceBank.load(args.voice_bank)
@@ -468,6 +476,7 @@ def run_v2(args) -> int:
         r = score_dialogue(run, d, encoder, bank, agent.frame_size, sr)
         if r["agent_text"]:
             r["round_trip_hyp"] = agent.ear.transcribe(r["agent_pcm"])[0]
+        r["user_read"] = " ".join(q["text"] for q in run["requests"])  # what the brain answered
         results.append(r)
         print(f"\r{i + 1}/{len(dialogues)} dialogues", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
@@ -480,11 +489,17 @@ def run_v2(args) -> int:
               "split": args.split, "threads": args.threads,
               "context": {k: getattr(agent.cfg, k) for k in ("ear_vad_threshold", "endpoint_quiet_frames",
                                                               "end_of_turn_prob", "max_wait_frames", "barge_in_frames")},
+              "ear_lm": None if agent.decoder is None else str(args.ear_lm or "checkpoints/ear_lm.json"),
+              # the requests as the brain read them (through the LM) against the whole user side
+              # (backchannels included, which are never read as requests)
+              "user_read_cer": round(cer([r["user_ref"] for r in results], [r["user_read"] for r in results]), 4),
               "per_voice": {v: summarise(rs) for v, rs in sorted(by_voice.items())}, "all": summarise(results),
               "per_intent": by_intent(results), "targets": TARGETS}
     report["examples"] = [{"id": r["id"], "voice": r["agent_voice"], "user_ref": r["user_ref"], "user_hyp": r["user_hyp"],
-                           "turns": [{k: t[k] for k in ("intent", "said", "expected", "correct", "gap_ms", "talked_over",
-                                                        "hesitation")} for t in r["turns"]]} for r in results[:5]]
+                           "user_read": r["user_read"],
+                           "turns": [{k: t[k] for k in ("intent", "said", "written", "expected", "correct", "written_correct",
+                                                        "gap_ms", "talked_over", "hesitation")} for t in r["turns"]]}
+                          for r in results[:5]]
     print(table(report))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -499,6 +514,8 @@ def main(argv=None) -> int:
     p.add_argument("--ear", help="with --agent v2: the ear (default checkpoints/asr.safetensors)")
     p.add_argument("--brain", help="with --agent v2: the brain (default checkpoints/brain.safetensors)")
     p.add_argument("--mouth", help="with --agent v2: the mouth (default checkpoints/mouth.safetensors)")
+    p.add_argument("--ear_lm", help="with --agent v2: the ear's language model (default checkpoints/ear_lm.json; "
+                                    "none: the brain reads the greedy transcript)")
     p.add_argument("--checkpoint", help="S2S .safetensors (default: the shipped model)")
     p.add_argument("--codec", help="codec .safetensors (default: the shipped codec)")
     p.add_argument("--speaker_path", help="speaker encoder .safetensors (default: the shipped one)")

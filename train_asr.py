@@ -162,9 +162,10 @@ def mel_statistics(ear: ta.Ear, dataset: EarClips, n: int = 200, seed: int = 0):
 # --- evaluation -----------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(ear: ta.Ear, rows, augment_seed: int | None = None) -> dict:
+def evaluate(ear: ta.Ear, rows, augment_seed: int | None = None, decoder=None) -> dict:
     """Greedy CER over `rows`, per speaker and overall (character-weighted); with augment_seed every
-    clip goes through augment.py with its own fixed seed (augment_seed, clip index)."""
+    clip goes through augment.py with its own fixed seed (augment_seed, clip index); with decoder
+    (ear_lm.BeamDecoder) the CER of its reading instead."""
     was_training = ear.training
     ear.eval()
     errors, chars = defaultdict(float), defaultdict(int)
@@ -172,7 +173,9 @@ def evaluate(ear: ta.Ear, rows, augment_seed: int | None = None) -> dict:
         pcm = load_audio(row["audio"], ear.sample_rate)
         if augment_seed is not None:
             pcm, _, _ = augment.augment(pcm, ear.sample_rate, np.random.default_rng([augment_seed, i]))
-        hyp, _ = ear.transcribe(pcm)
+        hyp, log_probs = ear.transcribe(pcm, return_log_probs=True)
+        if decoder is not None:
+            hyp = decoder.decode(log_probs)
         ref = ta.asr_text(row["text"])
         n = max(1, len(ref))
         for key in (row["speaker"], "all"):
@@ -197,16 +200,30 @@ def run_eval(args) -> int:
     torch.set_num_threads(args.threads or 1)
     ear = ta.load(args.checkpoint)
     report = {"checkpoint": str(args.checkpoint or ta.SHIPPED)}
+    decoder = None
+    if args.lm:  # the agent's reading (ear_lm.py), beside greedy
+        import ear_lm
+        from config import ContextConfig
+
+        c = ContextConfig()
+        decoder = ear_lm.BeamDecoder(ear_lm.load(None if args.lm == "shipped" else args.lm), ta.ALPHABET, ta.BLANK,
+                                     c.ear_lm_alpha, c.ear_lm_beta, c.ear_lm_beam)
+        report["lm"] = str(ear_lm.SHIPPED if args.lm == "shipped" else args.lm)
     for manifest in args.manifest:
         rows = eval_rows(manifest, args.per_speaker)
-        clean = evaluate(ear, rows)
-        augmented = evaluate(ear, rows, AUGMENT_EVAL_SEED) if args.augmented else {}
-        report[str(manifest)] = {"clips": len(rows), "clean": clean, "augmented": augmented}
-        print(f"\n{manifest}: {len(rows)} clips, greedy CER")
-        print(f"| voice | clean |{' augmented |' if augmented else ''}")
-        print(f"|---|---:|{'---:|' if augmented else ''}")
-        for voice in clean:
-            print(f"| {voice} | {clean[voice]:.3f} |" + (f" {augmented[voice]:.3f} |" if augmented else ""))
+        cols = {"clean": evaluate(ear, rows)}
+        if args.augmented:
+            cols["augmented"] = evaluate(ear, rows, AUGMENT_EVAL_SEED)
+        if decoder is not None:
+            cols["clean_lm"] = evaluate(ear, rows, decoder=decoder)
+            if args.augmented:
+                cols["augmented_lm"] = evaluate(ear, rows, AUGMENT_EVAL_SEED, decoder)
+        report[str(manifest)] = {"clips": len(rows), **cols}
+        print(f"\n{manifest}: {len(rows)} clips, CER (greedy; _lm: through the ear's LM)")
+        print("| voice | " + " | ".join(cols) + " |")
+        print("|---|" + "---:|" * len(cols))
+        for voice in cols["clean"]:
+            print(f"| {voice} | " + " | ".join(f"{c[voice]:.3f}" for c in cols.values()) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
@@ -417,6 +434,7 @@ def main(argv=None) -> int:
     p.add_argument("--manifest", nargs="+", default=["data/synthetic/val.jsonl", "data/synthetic/test.jsonl"])
     p.add_argument("--per_speaker", type=int, default=0, help="with --eval: clips per voice (0: all)")
     p.add_argument("--augmented", action="store_true", help="with --eval: also through augment.py, fixed seeds")
+    p.add_argument("--lm", help="with --eval: also the CER through the ear's language model (a path, or shipped)")
     p.add_argument("--json", help="with --eval: write the report here")
     args = p.parse_args(argv)
     if args.eval:
