@@ -206,19 +206,25 @@ def agent_ids(vocab: BrainVocab, turn: dict) -> tuple[list[int], list[float]]:
 
 def dialogue_stream(vocab: BrainVocab, spec: dict, rng: random.Random, ear: EarErrors | None = None,
                     noise_scale: float = 1.0, word_dropout: float = 0.0,
-                    wait_share: float = 0.0) -> tuple[list[int], list[float]]:
+                    wait_share: float = 0.0, readings: list[str] | None = None) -> tuple[list[int], list[float]]:
     """A planned dialogue (dialogue_corpus.plan_dialogue) as (ids, loss weights).
 
     Where the user's words end, the model predicts AGENT (the request is complete: answer) and,
     in `wait_share` of the requests of two words or more, first WAIT after a cut at a random word
     (a pause inside the request: the words so far do not make a request yet). That is the
     semantic half of turn-taking: silence says the user paused, the brain says whether they
-    finished."""
+    finished.
+
+    readings: what the agent really read for each turn (the ear and its LM on the request spoken
+    by the dialogue's voice, EarReadings) instead of the replayed edit statistics."""
     ids, weights = [BOS_ID], [0.0]
-    for turn in spec["turns"]:
-        heard = asr_text(request_words(turn, rng, word_dropout))  # as the ear writes: no punctuation
-        if ear is not None and noise_scale > 0:
-            heard = ear.corrupt(heard, rng, noise_scale)
+    for k, turn in enumerate(spec["turns"]):
+        if readings is not None:
+            heard = readings[k]
+        else:
+            heard = asr_text(request_words(turn, rng, word_dropout))  # as the ear writes: no punctuation
+            if ear is not None and noise_scale > 0:
+                heard = ear.corrupt(heard, rng, noise_scale)
         words = heard.split()
         user, w_user = [vocab.USER], [0.0]
         if len(words) >= 2 and rng.random() < wait_share:
@@ -245,20 +251,44 @@ def fit(ids: list[int], weights: list[float], max_len: int, vocab: BrainVocab):
     return [BOS_ID] + ids[cut:], [0.0] + weights[cut:]
 
 
+class EarReadings:
+    """What the agent read for the requests of training dialogues: each training voice says each
+    turn of plan_dialogue("train", plan) through the augmentation, and the ear with its LM reads it
+    (train_brain.py --render_readings). JSON lines {"plan", "seed", "readings": [one per turn]}."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    @staticmethod
+    def load(path) -> "EarReadings":
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        return EarReadings(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
 class TrainingDialogues:
     """Endless training dialogues: item (epoch, i) is plan_dialogue("train", ...) of a fresh
     index, its user side as the ear would hear it (noise scale drawn per dialogue up to
-    max_noise_scale, and a share of clean ones)."""
+    max_noise_scale, and a share of clean ones); with `readings`, a `readings_share` of the items
+    are rendered dialogues with what the agent really read."""
 
     def __init__(self, vocab: BrainVocab, ear: EarErrors | None, seed: int, max_len: int,
                  max_noise_scale: float = 2.0, clean_share: float = 0.2, word_dropout: float = 0.15,
-                 wait_share: float = 0.3):
+                 wait_share: float = 0.3, readings: EarReadings | None = None, readings_share: float = 0.0):
         self.vocab, self.ear, self.seed, self.max_len = vocab, ear, seed, max_len
         self.max_noise, self.clean_share, self.word_dropout = max_noise_scale, clean_share, word_dropout
         self.wait_share = wait_share
+        self.readings, self.readings_share = readings, readings_share if readings else 0.0
 
     def item(self, index: int) -> tuple[list[int], list[float]]:
         rng = random.Random(f"{self.seed}:{index}")
+        if self.readings_share and rng.random() < self.readings_share:
+            row = self.readings.rows[rng.randrange(len(self.readings))]
+            spec = dialogue_corpus.plan_dialogue("train", row["plan"], seed=row["seed"], augment=False)
+            ids, w = dialogue_stream(self.vocab, spec, rng, wait_share=self.wait_share, readings=row["readings"])
+            return fit(ids, w, self.max_len, self.vocab)
         spec = dialogue_corpus.plan_dialogue("train", rng.randrange(1 << 30), seed=self.seed, augment=False)
         scale = 0.0 if rng.random() < self.clean_share else rng.uniform(0.0, self.max_noise)
         ids, w = dialogue_stream(self.vocab, spec, rng, self.ear, scale, self.word_dropout, self.wait_share)

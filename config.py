@@ -155,6 +155,9 @@ class BrainConfig:
     clean_share: float = 0.2  # dialogues whose user side is the true text
     word_dropout: float = 0.15  # request words (not slot words) dropped: learn every cue of an intent
     wait_share: float = 0.3  # requests cut at a random word and marked WAIT there (brain_data.dialogue_stream)
+    # dialogues whose user side is what the agent really read (train_brain.py --readings, rendered
+    # with --render_readings) instead of the replayed edit statistics
+    readings_share: float = 0.0
 
 
 @dataclass

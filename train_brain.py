@@ -176,6 +176,44 @@ def measure_ear(args) -> int:
     return 0
 
 
+def render_readings(args) -> int:
+    """What the agent reads for the requests of training dialogues (brain_data.EarReadings): the
+    dialogue's own training voice says each turn (its words less some, as the ear data drops
+    them), 80 % through the augmentation, and the ear reads it with its LM. Appends to
+    --readings, skipping plans already there, so a killed run goes on where it stopped."""
+    import augment
+    import dialogue_corpus
+    import telugu_asr
+    import telugu_tts
+
+    torch.set_num_threads(args.threads or 1)
+    ear, decoder = telugu_asr.load(args.ear_checkpoint), ear_decoder(args.lm)
+    if decoder is None:
+        raise SystemExit("--render_readings reads with the ear's LM: build it (python ear_lm.py build)")
+    out = Path(args.readings)
+    done = {r["plan"] for r in bd.EarReadings.load(out).rows} if out.exists() else set()
+    voices = {v.name: v for v in dialogue_corpus.user_voices("train")}
+    seed = 1  # plans apart from the training stream's (seed 0), same split
+    with open(out, "a", encoding="utf-8") as f:
+        for plan in tqdm(range(args.render_readings), desc="readings", mininterval=10):
+            if plan in done:
+                continue
+            spec = dialogue_corpus.plan_dialogue("train", plan, seed=seed, augment=False)
+            rng = random.Random(f"readings:{plan}")
+            readings = []
+            for k, turn in enumerate(spec["turns"]):
+                pcm, _ = telugu_tts.synthesize(turn["user_text"], voices[spec["user_voice"]])
+                pcm = np.concatenate([np.zeros(4800, np.float32), pcm, np.zeros(7200, np.float32)])
+                if rng.random() < 0.8:
+                    pcm, _, _ = augment.augment(pcm, ear.sample_rate, np.random.default_rng([plan, k]))
+                _, log_probs = ear.transcribe(pcm, return_log_probs=True)
+                readings.append(decoder.decode(log_probs))
+            f.write(json.dumps({"plan": plan, "seed": seed, "readings": readings}, ensure_ascii=False) + "\n")
+            f.flush()
+    print(f"{args.readings}: {len(bd.EarReadings.load(out))} dialogues")
+    return 0
+
+
 # --- training ------------------------------------------------------------------------------------
 
 def export(brain: ab.Brain, cfg: Config, path, step: int, minutes: float) -> None:
@@ -190,8 +228,11 @@ def train(args, cfg: Config) -> None:
     ear_errors = bd.EarErrors.load(args.ear_errors) if Path(args.ear_errors).exists() else None
     if ear_errors is None and rt.is_main:
         print(f"warning: no {args.ear_errors} (train_brain.py --measure_ear): training on clean transcripts")
+    readings = bd.EarReadings.load(args.readings) if bc.readings_share > 0 else None
+    if readings is not None and rt.is_main:
+        print(f"{len(readings)} dialogues as the agent read them ({args.readings}), {bc.readings_share:.0%} of the items")
     data = bd.TrainingDialogues(vocab, ear_errors, tc.seed, bc.train_tokens, bc.max_noise_scale,
-                                bc.clean_share, bc.word_dropout, bc.wait_share)
+                                bc.clean_share, bc.word_dropout, bc.wait_share, readings, bc.readings_share)
     brain = ab.Brain(bc, vocab).to(rt.device)
     optimizer = torch.optim.AdamW(brain.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     ckpts = ckio.Checkpoints(tc.out_dir, tc.keep_checkpoints)
@@ -306,12 +347,19 @@ def main(argv=None) -> int:
     p.add_argument("--ear_checkpoint", help="the ear for --ear_audio / --measure_ear (default the shipped one)")
     p.add_argument("--lm", help="the ear's language model for --ear_audio / --measure_ear (default the shipped "
                    "one; none: greedy)")
+    p.add_argument("--render_readings", type=int, metavar="N",
+                   help="render the requests of N training dialogues and read them with the ear and its LM "
+                        "into --readings, then exit")
+    p.add_argument("--readings", default="data/brain_readings.jsonl",
+                   help="the agent's readings of training dialogues (brain.readings_share > 0 trains on them)")
     p.add_argument("--measure_ear", action="store_true", help="measure the ear's errors and exit")
     p.add_argument("--ear_manifest", default="data/synthetic/val.jsonl", help="with --measure_ear")
     p.add_argument("--json", help="with --eval: write the report here")
     args = p.parse_args(argv)
     if args.measure_ear:
         return measure_ear(args)
+    if args.render_readings:
+        return render_readings(args)
     if args.eval:
         return run_eval(args)
     cfg = config_from_args(args, "train_brain")

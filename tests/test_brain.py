@@ -108,6 +108,22 @@ def test_dialogue_stream_trains_the_agents_side_and_the_end_of_a_request(vocab):
     assert len(short) <= 40 and short[0] == 2 and short[1] == vocab.USER and len(short_w) == len(short)
 
 
+def test_the_agents_readings_replace_the_replayed_errors(vocab):
+    """A rendered dialogue trains on what the agent read, word for word, with the reply of the
+    true request."""
+    spec = dialogue_corpus.plan_dialogue("train", 5, seed=1, augment=False)
+    readings = ["ఒక వింత మాట", "మరొక వింత మాట", "ఇంకొక వింత మాట", "చివరి వింత మాట"] * 3
+    readings = readings[:len(spec["turns"])]
+    ids, _ = bd.dialogue_stream(vocab, spec, random.Random(0), readings=readings)
+    text = vocab.decode(ids)
+    assert all(r in text for r in readings)
+    assert bd.asr_text(spec["turns"][0]["user_text"]) not in text
+    assert text.count("వింత మాట") == len(spec["turns"])
+    bank = bd.EarReadings([{"plan": 5, "seed": 1, "readings": readings}])
+    data = bd.TrainingDialogues(vocab, None, 0, 4096, wait_share=0.0, readings=bank, readings_share=1.0)
+    assert vocab.decode(data.item(0)[0]) == text
+
+
 def test_ear_errors_replay_what_was_measured():
     pairs = [("ఐదు ప్లస్ మూడు", "ఐదు ప్లన్ మూడు"), ("రేపు ఏ వారం", "రేపు ఏ వరం"), ("సమయం ఎంత", "సమయం ఎంత")] * 20
     e = bd.EarErrors.measure(pairs)
@@ -223,3 +239,15 @@ def test_trainer_trains_resumes_exports_and_evaluates(tmp_path):
          "--json", str(tmp_path / "eval.json")], tmp_path)
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["heldout_val"]["true"]) >= {"all"}
+    # the agent's readings of two training dialogues (the shipped ear and LM), then a sitting that
+    # starts from the exported weights and trains on them only
+    readings = tmp_path / "readings.jsonl"
+    run(["--render_readings", "2", "--readings", str(readings)], tmp_path)
+    rows = [json.loads(x) for x in readings.read_text().splitlines()]
+    assert [r["plan"] for r in rows] == [0, 1] and all(r["readings"] and all(r["readings"]) for r in rows)
+    assert "2 dialogues" in run(["--render_readings", "2", "--readings", str(readings)], tmp_path)  # nothing redone
+    again = tmp_path / "again"
+    stdout = run([*small, "--out_dir", str(again), "--init", str(shipped), "--max_steps", "6", "--readings",
+                  str(readings), "--set", "brain.readings_share=1.0"], tmp_path)
+    assert "started from" in stdout and "step 4" in stdout and "2 dialogues as the agent read them" in stdout
+    assert json.loads((again / "curve.jsonl").read_text().splitlines()[-1])["step"] == 6
