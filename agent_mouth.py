@@ -260,10 +260,18 @@ class Mouth(nn.Module):
         x, words = self.plan(text, state.voice[row], pace)
         state.queue[row].append(_Utterance(x, words))
 
-    def stop(self, state: "MouthState", row: int) -> None:
-        """Barge-in: the row stops now (silence from the next step) and forgets what was queued."""
+    def stop(self, state: "MouthState", row: int) -> str:
+        """Barge-in: the row stops now (silence from the next step) and forgets what was queued.
+        Returns what it had left to say, from the word it was in (so a caller can say it again
+        when the barge-in was only a backchannel)."""
+        u, left = state.current[row], []
+        if u is not None:
+            left += [w for w, end in u.words if end >= u.frame]
+        for q in state.queue[row]:
+            left += [w for w, _ in q.words]
         state.queue[row].clear()
         state.current[row] = None
+        return " ".join(left)
 
     def speaking(self, state: "MouthState", row: int) -> bool:
         return state.current[row] is not None or bool(state.queue[row])

@@ -456,6 +456,115 @@ def transcript_report(model, codec, tokenizer, args, bank_path: Path) -> int:
     return 0
 
 
+class ListeningUser:
+    """A replayed user who waits for the agent (`s2s_eval.py --agent v2 --interactive`): each
+    utterance of the dialogue's user channel (with its room) is played where the corpus puts it
+    relative to the agent, measured from what this agent does. A request after an answer comes the
+    corpus's gap after this agent stops talking; a backchannel or an interruption during an answer
+    comes at the corpus's offset into this agent's answer. So an answer is not cut because the
+    corpus's agent spoke faster, and an interruption still lands inside the answer. A user who
+    hears nothing for `wait_s` after a request goes on. Between utterances it plays silence (a
+    looped noise floor sounded like speech to the ear), each utterance faded in and out. `meta()` is the dialogue's meta with the user's utterances moved to where
+    they were played, for score_dialogue."""
+    QUIET_FRAMES = 12  # 480 ms of the agent neither audible nor in its speaking state ends its answer
+
+    def __init__(self, d: dict, sr: int, frame_size: int, wait_s: float = 5.0, pad_s: float = 0.15,
+                 tail_s: float = 4.0):
+        import copy
+
+        self.d, self.sr, self.fs, self.frame_s = d, sr, frame_size, frame_size / sr
+        self.wait, self.tail, self.pad = round(wait_s / self.frame_s), round(tail_s / self.frame_s), pad_s
+        user = sb.read_channel(d["audio"], 0, sample_rate=sr)
+        utts = sorted(d["meta"]["utterances"], key=lambda u: u["start"])
+        answers = [u for u in utts if u["side"] == "agent"]
+        self.users = [u for u in utts if u["side"] == "user"]
+        self.items, prev_end = [], 0.0
+        interrupting = {it["by_turn"] for it in d["meta"].get("interruptions", [])}
+        ramp = np.linspace(0.0, 1.0, int(0.01 * sr), dtype=np.float32)
+        for i, u in enumerate(self.users):
+            a0, a1 = max(0.0, u["start"] - pad_s), min(len(user) / sr, u["end"] + pad_s)
+            before = [a for a in answers if a["start"] < u["start"] and a["start"] >= prev_end - 1e-6]
+            a = before[-1] if before else None
+            if i == 0:
+                rule, value = "start", u["start"]
+            elif a is None:
+                rule, value = "gap", u["start"] - prev_end
+            elif u["start"] < a["end"] and (u["kind"] != "request" or u.get("turn") in interrupting):
+                rule, value = "during", u["start"] - a["start"]  # a backchannel or an interruption
+            else:  # a request after the answer (one that overlaps its last syllable still waits for it)
+                rule, value = "after", max(0.0, u["start"] - a["end"])
+            clip = user[int(a0 * sr):int(a1 * sr)].astype(np.float32)
+            if len(clip) > 2 * len(ramp):
+                clip[:len(ramp)] *= ramp
+                clip[-len(ramp):] *= ramp[::-1]
+            self.items.append({"clip": clip, "lead": u["start"] - a0, "rule": rule, "value": value,
+                               "request": u["kind"] == "request"})
+            prev_end = max(prev_end, u["end"]) if u["kind"] == "request" else prev_end
+        self.silence = np.zeros(frame_size, np.float32)
+        self.meta_out = copy.deepcopy(d["meta"])
+        self.next, self.cur, self.pos = 0, None, 0
+        self.req_end = self.onset = self.end = None
+        self.quiet, self.last_end, self.limit = 0, 0, round(4 * d["meta"]["duration"] / self.frame_s) + 500
+
+    def _due(self, t: int) -> bool:
+        it = self.items[self.next]
+        f = lambda s: round(s / self.frame_s)  # noqa: E731
+        lead = f(it["lead"])
+        if it["rule"] == "start":
+            return t >= f(it["value"]) - lead
+        if it["rule"] == "gap":
+            return t >= self.last_end + f(it["value"]) - lead
+        waited = self.req_end is not None and t - self.req_end >= self.wait
+        if it["rule"] == "during":
+            return (self.onset is not None and t >= self.onset + f(it["value"]) - lead) or (self.onset is None and waited)
+        if self.end is not None:
+            return t >= self.end + f(it["value"]) - lead
+        return (self.onset is None and waited) or (self.onset is not None and t - self.onset > 3 * self.wait)
+
+    def __call__(self, t: int, frame):
+        fs = self.fs
+        if frame is not None:  # what the agent did on the previous frame
+            # audible, or in the middle of an answer (a backchannel's barge-in mutes it a moment)
+            active = s2s.frame_db(frame.pcm) > s2s.AGENT_ACTIVE_DB or frame.state in ("speaking", "interrupted")
+            if self.req_end is not None and self.onset is None and active:
+                self.onset = t - 1
+            if self.onset is not None and self.end is None:
+                self.quiet = 0 if active else self.quiet + 1
+                if self.quiet >= self.QUIET_FRAMES:
+                    self.end = t - self.QUIET_FRAMES
+        if self.cur is None and self.next < len(self.items) and self._due(t):
+            self.cur, self.pos = self.items[self.next], 0
+            u = self.users[self.next]
+            start = t * self.frame_s + self.cur["lead"]
+            moved = next(v for v in self.meta_out["utterances"] if v["side"] == "user" and v["start"] == u["start"]
+                         and v["end"] == u["end"])
+            shift = start - u["start"]
+            moved["start"], moved["end"] = round(u["start"] + shift, 3), round(u["end"] + shift, 3)
+            for w in moved.get("words", []):
+                w["start"], w["end"] = round(w["start"] + shift, 3), round(w["end"] + shift, 3)
+            for it in self.meta_out.get("interruptions", []):
+                if u["kind"] == "request" and it.get("by_turn") == u.get("turn") and "moved" not in it:
+                    it["onset"], it["moved"] = round(start, 3), True
+            self.next += 1
+        if self.cur is not None:
+            out = self.cur["clip"][self.pos * fs:(self.pos + 1) * fs]
+            self.pos += 1
+            if (self.pos * fs) >= len(self.cur["clip"]):
+                if self.cur["request"]:
+                    self.req_end, self.onset, self.end, self.quiet = t, None, None, 0
+                self.cur, self.last_end = None, t
+            return np.pad(out, (0, fs - len(out))).astype(np.float32)
+        if self.next >= len(self.items):  # all said: listen to the end of the answer
+            answered = self.end is not None or (self.onset is None and self.req_end is not None
+                                                and t - self.req_end >= self.wait)
+            if (answered and t - self.last_end >= self.tail) or t >= self.limit:
+                return None
+        return self.silence
+
+    def meta(self) -> dict:
+        return self.meta_out
+
+
 def run_v2(args) -> int:
     """The v2 agent (voice_agent.py: ear, brain, mouth) on the same dialogues and measures; the
     round trip is read by the ear."""
@@ -471,8 +580,13 @@ def run_v2(args) -> int:
         raise SystemExit(f"no dialogues in {args.dialogues}/dialogues_{args.split}.jsonl (dialogue_corpus.py)")
     sr, results = agent.codec.sample_rate, []
     for i, d in enumerate(dialogues):
-        user = sb.read_channel(d["audio"], 0, sample_rate=sr)
-        run = voice_agent.converse(agent, user, d["agent_voice"], d["meta"].get("now"))
+        if args.interactive:  # the user waits for this agent's answers
+            listener = ListeningUser(d, sr, agent.frame_size)
+            run = voice_agent.converse(agent, None, d["agent_voice"], d["meta"].get("now"), user=listener)
+            d = {**d, "meta": listener.meta()}
+        else:
+            user = sb.read_channel(d["audio"], 0, sample_rate=sr)
+            run = voice_agent.converse(agent, user, d["agent_voice"], d["meta"].get("now"))
         r = score_dialogue(run, d, encoder, bank, agent.frame_size, sr)
         if r["agent_text"]:
             r["round_trip_hyp"] = agent.ear.transcribe(r["agent_pcm"])[0]
@@ -486,7 +600,7 @@ def run_v2(args) -> int:
     report = {"agent": "v2", "ear": str(args.ear or "checkpoints/asr.safetensors"),
               "brain": str(args.brain or "checkpoints/brain.safetensors"),
               "mouth": str(args.mouth or "checkpoints/mouth.safetensors"), "dialogues": args.dialogues,
-              "split": args.split, "threads": args.threads,
+              "split": args.split, "threads": args.threads, "interactive": args.interactive,
               "context": {k: getattr(agent.cfg, k) for k in ("ear_vad_threshold", "endpoint_quiet_frames",
                                                               "end_of_turn_prob", "max_wait_frames", "barge_in_frames")},
               "ear_lm": None if agent.decoder is None else str(args.ear_lm or "checkpoints/ear_lm.json"),
@@ -521,6 +635,8 @@ def main(argv=None) -> int:
     p.add_argument("--speaker_path", help="speaker encoder .safetensors (default: the shipped one)")
     p.add_argument("--voice_bank", help="voice bank JSON (default: beside the speaker encoder)")
     p.add_argument("--dialogues", default=str(ROOT / "data" / "dialogues"), help="dialogue_corpus.py output")
+    p.add_argument("--interactive", action="store_true",
+                   help="with --agent v2: the user waits for the agent (ListeningUser) instead of the corpus's timing")
     p.add_argument("--with_pauses", action="store_true", help="only the dialogues with a pause inside a request "
                    "(dialogue_corpus.HESITATION): more turns for talked_over_pause")
     p.add_argument("--split", default="heldout_test")

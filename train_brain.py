@@ -237,6 +237,7 @@ def train(args, cfg: Config) -> None:
     optimizer = torch.optim.AdamW(brain.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     ckpts = ckio.Checkpoints(tc.out_dir, tc.keep_checkpoints)
     step, minutes_before, best = 0, 0.0, -1.0
+    warm_from = 0  # the step the learning rate's warm-up counts from
     state, path = tu.resolve_resume(args.resume, ckpts)
     if state is not None:
         brain.load_state_dict(state["model"])
@@ -248,6 +249,7 @@ def train(args, cfg: Config) -> None:
         brain.load_state_dict(ab.load(args.init).state_dict())
         meta = safe_open(args.init, "pt").metadata() or {}
         step, minutes_before = int(meta.get("step", 0)), float(meta.get("minutes", 0.0))
+        warm_from = step  # a fresh optimizer warms up again
         print(f"started from {args.init}: step {step}, {minutes_before:.1f} min trained")
     model = brain
     if rt.ddp:
@@ -282,7 +284,7 @@ def train(args, cfg: Config) -> None:
         with rt.autocast():
             loss = unwrap_loss(model, brain, ids, w)
         loss.backward()
-        tu.set_lr(optimizer, tu.lr_at(step, tc, total_steps, deadline.progress()))
+        tu.set_lr(optimizer, tu.lr_at(step - warm_from, tc, total_steps, deadline.progress()))
         grad_norm = torch.nn.utils.clip_grad_norm_(brain.parameters(), tc.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

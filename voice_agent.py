@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import sys
 import time
@@ -40,6 +41,7 @@ import torch
 
 import agent_brain
 import agent_mouth
+import dialogue_domain as domain
 import ear_lm
 import telugu_asr
 from config import ContextConfig
@@ -72,6 +74,8 @@ class Session:
     asked: str | None = None  # `heard` when the brain last said "not a whole request yet"
     thinking: object = None  # the brain's answer being written (agent_brain.Brain.reply_steps)
     request: str = ""  # what the brain is answering
+    resume: str = ""  # after a barge-in: the rest of the answer, said again if it was a backchannel
+    resume_left: int = 0  # frames left to decide that
     beams: ear_lm.Beams | None = None  # `heard` as the LM reads it (None: no LM)
     over_beams: ear_lm.Beams | None = None  # `over_agent` as the LM reads it
     row: int = -1
@@ -153,7 +157,8 @@ class VoiceAgent:
             res = s.context.update(frames[k], agent_pcm, user_text=piece, agent_text=(" " + said) if said else "",
                                    user_speech_prob=p)
             if "barge_in" in res.events:
-                self.mouth.stop(self.mouth_state, s.row)
+                s.resume = self.mouth.stop(self.mouth_state, s.row)
+                s.resume_left = self.cfg.resume_frames if s.resume else 0
                 s.heard, s.over_agent, s.asked = s.over_agent, "", None  # what they said over it starts the request
                 if self.decoder is not None:
                     s.beams, s.over_beams = s.over_beams, self.decoder.start()
@@ -183,6 +188,18 @@ class VoiceAgent:
             if self.decoder is not None:
                 s.over_beams = self.decoder.start()
         words = " ".join(s.heard.split())
+        if s.resume_left > 0:  # a barge-in a moment ago: an interruption, or only "ఊ"?
+            s.resume_left -= 1
+            reading = self.decoder.finish(s.beams) if self.decoder is not None else words
+            if s.context.state != INTERRUPTED and s.quiet >= self.cfg.endpoint_quiet_frames and is_backchannel(reading):
+                self.mouth.say(self.mouth_state, s.row, s.resume)  # it was "ఊ": go on with the answer
+                s.heard, s.asked, s.resume_left = "", None, 0
+                if self.decoder is not None:
+                    s.beams = self.decoder.start()
+                return None
+            if s.resume_left > 0 and (not reading or is_backchannel(reading)):
+                return None  # not decided yet: no answer to a backchannel
+            s.resume_left = 0  # a real interruption: the rest of the answer is dropped
         if s.thinking is None:
             if not words or speaking_agent or s.quiet < self.cfg.endpoint_quiet_frames or piece.strip():
                 return None
@@ -220,27 +237,48 @@ class VoiceAgent:
         return pcm[:, 0].float().numpy(), put_rows(self.codec_state, rows, new, all_rows)
 
 
+BACKCHANNEL_WORDS = {w for b in domain.BACKCHANNELS for w in b.split()} | {"ఉ", "ఊఊ", "హ్మ్", "ఓ", "ఆ"}
+
+
+def is_backchannel(reading: str) -> bool:
+    """What a listener says to show they are listening, not to take the turn: at most two words,
+    each a known backchannel, or at most 3 characters in all (the ear's reading of a short "ఊ")."""
+    words = reading.split()
+    return len(words) <= 2 and (all(w in BACKCHANNEL_WORDS for w in words) or len("".join(words)) <= 3)
+
+
 # --- offline: a whole recording as one conversation ------------------------------------------------
 
-def converse(agent: VoiceAgent, user_pcm: np.ndarray, voice: str, now=None) -> dict:
+def converse(agent: VoiceAgent, user_pcm: np.ndarray | None, voice: str, now=None, user=None) -> dict:
     """Play `user_pcm` (24 kHz) as the user's side, frame by frame, as the server would; the same
-    report as s2s_transformer.converse (agent_pcm, pieces with times, levels, step times)."""
+    report as s2s_transformer.converse (agent_pcm, pieces with times, levels, step times).
+
+    user: instead of a recording, a user who listens: user(t, frame) -> the user's frame t (float32
+    [frame_size]) given the agent's frame t - 1 (None at t = 0), or None when the conversation is
+    over (s2s_eval.py --interactive). The report's user_pcm is what was played."""
     fs = agent.frame_size
-    n = -(-len(user_pcm) // fs)
-    user = np.zeros(n * fs, np.float32)
-    user[:len(user_pcm)] = user_pcm
+    if user is None:
+        n = -(-len(user_pcm) // fs)
+        recording = np.zeros(n * fs, np.float32)
+        recording[:len(user_pcm)] = user_pcm
+        user = lambda t, _: recording[t * fs:(t + 1) * fs] if t < n else None  # noqa: E731
     if isinstance(now, str):
         now = dt.datetime.fromisoformat(now)
     s = agent.session(voice, now)
     try:
-        agent_pcm = np.zeros_like(user)
+        played, agent_out = [], []
         pieces = {"user": [], "agent": []}
         answers, requests, agent_db, user_loud, muted, step_ms = [], [], [], [], [], []
-        for t in range(n):
+        f = None
+        for t in itertools.count():
+            frame = user(t, f)
+            if frame is None:
+                break
             t0 = time.perf_counter()
-            f = agent.step([s], [user[t * fs:(t + 1) * fs]])[0]
+            f = agent.step([s], [frame])[0]
             step_ms.append((time.perf_counter() - t0) * 1000)
-            agent_pcm[t * fs:(t + 1) * fs] = f.pcm
+            played.append(np.asarray(frame, np.float32))
+            agent_out.append(f.pcm)
             t_end = round((t + 1) * agent.frame_ms / 1000, 3)
             if f.user_piece:
                 pieces["user"].append({"t": t_end, "piece": f.user_piece})
@@ -252,8 +290,10 @@ def converse(agent: VoiceAgent, user_pcm: np.ndarray, voice: str, now=None) -> d
             agent_db.append(frame_db(f.pcm))
             user_loud.append(bool(s.context.user_vad.loud))
             muted.append("barge_in" in f.events or f.state == INTERRUPTED)
-        return {"agent_pcm": agent_pcm, "n_frames": n, "frame_ms": agent.frame_ms, "pieces": pieces,
-                "answers": answers, "requests": requests, "user_text": " ".join("".join(p["piece"] for p in pieces["user"]).split()),
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.float32)  # noqa: E731
+        return {"agent_pcm": cat(agent_out), "user_pcm": cat(played), "n_frames": len(played),
+                "frame_ms": agent.frame_ms, "pieces": pieces, "answers": answers, "requests": requests,
+                "user_text": " ".join("".join(p["piece"] for p in pieces["user"]).split()),
                 "agent_text": " ".join("".join(p["piece"] for p in pieces["agent"]).split()),
                 "user_loud": user_loud, "agent_db": agent_db, "muted": muted, "step_ms": step_ms,
                 "frame_total_ms": step_ms, "context": s.context}

@@ -216,6 +216,30 @@ def test_a_backchannel_is_not_a_request_and_a_barge_in_is(mouth):
     assert set(said_after) <= {"సరే"}  # the old answer was dropped; only the new one is spoken
 
 
+def test_a_backchannel_that_stops_the_agent_lets_it_go_on(mouth):
+    """A "ఊ" long enough to trip the barge-in (the agent goes quiet at once, as for any
+    interruption) is only a backchannel: once the user is quiet again the agent says the rest of
+    its answer, from the word it was cut in, and nothing answers the "ఊ"."""
+    brain = ScriptedBrain()
+    agent = agent_with(ScriptedEar([]), brain, mouth)
+    s = agent.session("lakshmi")
+    answer = "ఈ రోజు వాతావరణం చాలా బాగుంది, బయటకు వెళ్ళవచ్చు."
+    mouth.say(agent.mouth_state, s.row, answer)
+    agent.ear.script = quiet(6) + [("", 0.9)] * 3 + [("ఊ ", 0.9)] + quiet(80)
+    frames = play(agent, s, 90)
+    cut = next(i for i, f in enumerate(frames) if "barge_in" in f.events)
+    assert cut == 8 and not brain.replied and not brain.asked
+    said = " ".join(f.agent_piece for f in frames).split()
+    assert said[-1] == "వెళ్ళవచ్చు" and said.count("వెళ్ళవచ్చు") == 1  # the whole answer, to its last word
+    assert any(f.state == SPEAKING for f in frames[cut + 3:])  # and it spoke again after the cut
+    # the same, but the user goes on talking: an interruption, and the rest is dropped
+    agent.mouth.say(agent.mouth_state, s.row, answer)
+    agent.ear.script = quiet(6) + speech(["వద్దు", "ఆపండి"], 5) + quiet(40)
+    frames = play(agent, s, 56)
+    said = " ".join(f.agent_piece for f in frames).split()
+    assert "వెళ్ళవచ్చు" not in said and brain.replied == ["వద్దు ఆపండి"]
+
+
 @pytest.mark.parametrize("with_lm", [False, True])
 def test_sessions_in_a_batch_sound_as_they_do_alone(ear, brain, mouth, with_lm):
     """Two conversations stepped together, one joining late and one leaving early, give each the
