@@ -506,6 +506,12 @@ class ListeningUser:
         self.req_end = self.onset = self.end = None
         self.quiet, self.last_end, self.limit = 0, 0, round(4 * d["meta"]["duration"] / self.frame_s) + 500
 
+    def _skip(self, t: int) -> bool:
+        """A backchannel is said to an answer: none came within wait_s of the request."""
+        it = self.items[self.next]
+        return (not it["request"] and it["rule"] == "during" and self.onset is None and self.req_end is not None
+                and t - self.req_end >= self.wait)
+
     def _due(self, t: int) -> bool:
         it = self.items[self.next]
         f = lambda s: round(s / self.frame_s)  # noqa: E731
@@ -532,6 +538,10 @@ class ListeningUser:
                 self.quiet = 0 if active else self.quiet + 1
                 if self.quiet >= self.QUIET_FRAMES:
                     self.end = t - self.QUIET_FRAMES
+        while self.cur is None and self.next < len(self.items) and self._skip(t):
+            self.meta_out["utterances"].remove(next(v for v in self.meta_out["utterances"]
+                                                    if v == self.users[self.next]))
+            self.next += 1  # no answer to say "ఊ" to
         if self.cur is None and self.next < len(self.items) and self._due(t):
             self.cur, self.pos = self.items[self.next], 0
             u = self.users[self.next]
