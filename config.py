@@ -228,7 +228,7 @@ class ContextConfig:
     ear_lm_beta: float = 2.0
     ear_lm_beam: int = 16
     # The v2 agent after a barge-in: when what the user said over it reads as a backchannel ("ఊ",
-    # "అవును", ...: at most two words of dialogue_domain.BACKCHANNELS, or 3 characters) and they are
+    # "అవును", ...: at most two words of dialogue_domain.BACKCHANNELS, or 2 characters) and they are
     # quiet again within resume_frames, it says the rest of its answer instead of answering "ఊ".
     # It still goes quiet within barge_in_frames, so an interruption is never talked over. 0: off.
     resume_frames: int = 25

@@ -113,12 +113,14 @@ class Beams:
 
 class BeamDecoder:
     def __init__(self, lm: CharLM, alphabet: list[str], blank: int = 0, alpha: float = 0.4, beta: float = 2.0,
-                 beam: int = 16, prune: float = -8.0):
+                 beam: int = 16, prune: float = -8.0, max_candidates: int = 8):
         """alphabet: the character of each CTC id after the blank (telugu_asr.ALPHABET, its space
         " "); alpha: the LM's weight; beta: a bonus per character written (the LM alone would
         prefer short texts); beam: readings kept; prune: characters below this log-prob in a slot
-        are not tried. The defaults were tuned on held-out val requests (docs/ear_lm.json)."""
+        are not tried, nor more than max_candidates of them (a muddled slot costs the most). The
+        defaults were tuned on held-out val requests (docs/ear_lm.json)."""
         self.lm, self.alpha, self.beta, self.beam, self.prune = lm, alpha, beta, beam, prune
+        self.max_candidates = max_candidates
         self.chars, self.blank = list(alphabet), blank
         self.chars.insert(blank, None)  # CTC id -> character
 
@@ -131,6 +133,8 @@ class BeamDecoder:
         hyps = beams.hyps
         for row in lp:
             cands = [int(i) for i in np.flatnonzero(row > self.prune) if i != self.blank]
+            if len(cands) > self.max_candidates:  # a muddled slot: its likeliest characters only
+                cands = sorted(cands, key=lambda i: -row[i])[:self.max_candidates]
             blank = row[self.blank]
             if not cands:  # silence (most slots): every reading now ends in a blank
                 hyps = {k: (float(np.logaddexp(pb, pnb) + blank), NEG) for k, (pb, pnb) in hyps.items()}
@@ -153,7 +157,8 @@ class BeamDecoder:
                     if source <= NEG / 2:
                         continue
                     ext = new[prefix + ch]
-                    ext[1] = np.logaddexp(ext[1], row[i] + source + self.alpha * self.lm.logprob(prefix, ch) + self.beta)
+                    lm = self.alpha * self.lm.logprob(prefix, ch) + self.beta
+                    ext[1] = np.logaddexp(ext[1], row[i] + source + lm)
             ranked = sorted(new.items(), key=lambda kv: -np.logaddexp(*kv[1]))[:self.beam]
             hyps = {k: (v[0], v[1]) for k, v in ranked}
         return Beams(hyps)
@@ -204,7 +209,8 @@ def main(argv=None) -> int:
     texts = training_texts(args.requests)
     lm = CharLM.count(texts, args.order, args.min_count)
     lm.save(args.out, texts=len(texts), chars=sum(map(len, texts)), requests=args.requests,
-            command=f"python ear_lm.py build --order {args.order} --requests {args.requests} --min_count {args.min_count}")
+            command=f"python ear_lm.py build --order {args.order} --requests {args.requests} "
+                    f"--min_count {args.min_count}")
     print(f"{len(texts)} texts, {sum(map(len, texts))} characters, {len(lm.counts)} contexts: wrote {args.out}")
     return 0
 

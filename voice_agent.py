@@ -11,13 +11,14 @@ trained on its own with the data and loss that suit it, joined here frame by fra
 Turn-taking has two halves. Silence says the user paused (the ear's speech probability, frame by
 frame); the brain says whether the words so far make a request (its WAIT/AGENT prediction,
 brain_data.dialogue_stream), so a pause inside "ఈ రోజు ... తేదీ ఎంత" is waited out while a
-finished "ఈ రోజు తేదీ ఎంత" is answered after two quiet frames.
+finished "ఈ రోజు తేదీ ఎంత" is answered after two quiet frames. Words the user says over the
+agent without interrupting it ("ఊ") are backchannels, not requests; a barge-in makes them the
+start of the next request, unless they read as a backchannel and the user is quiet again at once:
+then the agent says the rest of its answer (context.resume_frames).
 
 The page shows the ear's greedy characters as they come (a word at a time); the brain reads the
 request as the ear's language model reads it (ear_lm.py: a prefix beam search over the same CTC
-output, which turns తారిు back into తారీఖు), and that reading is the answer frame's `request`. Words the user says over the
-agent without interrupting it ("ఊ") are backchannels, not requests; a barge-in makes them the
-start of the next request.
+output, which turns తారిు back into తారీఖు), and that reading is the answer frame's `request`.
 
     agent = VoiceAgent(ear, brain, mouth)                         # or voice_agent.load()
     session = agent.session(voice="lakshmi", now=datetime.now())
@@ -166,8 +167,9 @@ class VoiceAgent:
                 agent_pcm = np.zeros_like(agent_pcm)
             events = list(res.events) + (["answer"] if answers[s.row] else [])
             out.append(AgentFrame(agent_pcm, piece, "" if res.mute_agent else said, res.state, events,
-                                  answers[s.row] or "", s.request if answers[s.row] else "", {"ear_ms": (t1 - t0) * 1000, "brain_ms": (t2 - t1) * 1000,
-                                                         "mouth_codec_ms": (t3 - t2) * 1000}))
+                                  answers[s.row] or "", s.request if answers[s.row] else "",
+                                  {"ear_ms": (t1 - t0) * 1000, "brain_ms": (t2 - t1) * 1000,
+                                   "mouth_codec_ms": (t3 - t2) * 1000}))
         return out
 
     def _listen(self, s: Session, piece: str, speech_prob: float, log_probs) -> str | None:
@@ -237,14 +239,15 @@ class VoiceAgent:
         return pcm[:, 0].float().numpy(), put_rows(self.codec_state, rows, new, all_rows)
 
 
-BACKCHANNEL_WORDS = {w for b in domain.BACKCHANNELS for w in b.split()} | {"ఉ", "ఊఊ", "హ్మ్", "ఓ", "ఆ"}
+BACKCHANNEL_WORDS = {w for b in domain.BACKCHANNELS for w in b.split()} | {"ఉ", "ఊఊ", "హ్మ్", "ఓ"}
 
 
 def is_backchannel(reading: str) -> bool:
     """What a listener says to show they are listening, not to take the turn: at most two words,
-    each a known backchannel, or at most 3 characters in all (the ear's reading of a short "ఊ")."""
+    each a known backchannel, or at most 2 characters in all (the ear's reading of a short "ఊ";
+    3 would let "ఆపు", stop, through)."""
     words = reading.split()
-    return len(words) <= 2 and (all(w in BACKCHANNEL_WORDS for w in words) or len("".join(words)) <= 3)
+    return len(words) <= 2 and (all(w in BACKCHANNEL_WORDS for w in words) or len("".join(words)) <= 2)
 
 
 # --- offline: a whole recording as one conversation ------------------------------------------------
@@ -331,7 +334,8 @@ def main(argv=None) -> int:
             print(json.dumps({"path": path, "error": f"{type(e).__name__}: {e}"}, ensure_ascii=False))
             continue
         run = converse(agent, pcm, args.voice, args.now)
-        print(json.dumps({"path": path, "heard": run["user_text"], "requests": run["requests"], "answers": run["answers"],
+        print(json.dumps({"path": path, "heard": run["user_text"], "requests": run["requests"],
+                          "answers": run["answers"],
                           "said": run["agent_text"], "step_ms_p50": round(float(np.median(run["step_ms"])), 2)},
                          ensure_ascii=False))
         if args.out and i == 0:

@@ -216,6 +216,11 @@ def test_a_backchannel_is_not_a_request_and_a_barge_in_is(mouth):
     assert set(said_after) <= {"సరే"}  # the old answer was dropped; only the new one is spoken
 
 
+def test_what_reads_as_a_backchannel():
+    assert all(va.is_backchannel(r) for r in ["ఊ", "ఉప", "అవును", "సరే", "ఊ ఊ", "హా", ""])
+    assert not any(va.is_backchannel(r) for r in ["ఆపు", "ఆపు ఆపు", "ఆపండి", "సమయం ఎంత", "అవును అవును అవును"])
+
+
 def test_a_backchannel_that_stops_the_agent_lets_it_go_on(mouth):
     """A "ఊ" long enough to trip the barge-in (the agent goes quiet at once, as for any
     interruption) is only a backchannel: once the user is quiet again the agent says the rest of
