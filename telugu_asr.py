@@ -339,6 +339,45 @@ def words_from_ids(ids: list[int], slot_s: float) -> tuple[str, list]:
     return " ".join(w[0] for w in words), words
 
 
+def align_words(log_probs, text: str, slot_s: float) -> list | None:
+    """CTC forced alignment (Viterbi) of `text` against one utterance's log-probs [slots, vocab]:
+    [[word, start_s, end_s], ...] as words_from_ids times them, for a text another decoder chose
+    (the LM's beam search). None when the text cannot fit the slots."""
+    lp = torch.as_tensor(log_probs, dtype=torch.float32)
+    labels = [BLANK]
+    for ch in text:
+        labels += [CHAR_ID[ch], BLANK]
+    T, S = lp.shape[0], len(labels)
+    if not text or T < len(text):
+        return None if text else []
+    lab = torch.tensor(labels)
+    # a state may come from itself, the one before, or two before (skipping a blank between two
+    # different characters)
+    skip = torch.zeros(S, dtype=torch.bool)
+    skip[2:] = (lab[2:] != BLANK) & (lab[2:] != lab[:-2])
+    neg = torch.tensor(-1e30)
+    score = torch.full((S,), -1e30)
+    score[:2] = lp[0, lab[:2]]
+    back = torch.zeros(T, S, dtype=torch.long)
+    for t in range(1, T):
+        stay, one = score, torch.cat([neg[None], score[:-1]])
+        two = torch.where(skip, torch.cat([neg.repeat(2), score[:-2]]), neg)
+        best = torch.stack([stay, one, two])
+        arg = best.argmax(0)
+        back[t] = arg
+        score = best.gather(0, arg[None])[0] + lp[t, lab]
+    state = S - 1 if score[S - 1] >= score[S - 2] else S - 2
+    if score[state] <= -1e29:
+        return None
+    path = [0] * T
+    for t in range(T - 1, -1, -1):
+        path[t] = state
+        state -= int(back[t, state])
+    ids = [labels[s] for s in path]  # the text's characters, each on the slots it holds
+    # as greedy ids: a character held over slots collapses, a repeat needs the blank between
+    return words_from_ids(ids, slot_s)[1]
+
+
 def char_error_rate(hyp: str, ref: str) -> float:
     """Edits / reference characters, both sides in asr_text form (the ear's own alphabet)."""
     hyp, ref = asr_text(hyp), asr_text(ref)
@@ -363,9 +402,9 @@ def load(path=None, device="cpu") -> Ear:
 
 # --- CLI ---------------------------------------------------------------------------------------------
 
-def transcribe_files(ear: Ear, paths) -> list[dict]:
+def transcribe_files(ear: Ear, paths, decoder=None) -> list[dict]:
     """One result per file, in order; a file that cannot be read or is empty gets an `error` and the
-    others are still transcribed."""
+    others are still transcribed. decoder (ear_lm.BeamDecoder): its reading instead of greedy."""
     from audio_io import load_audio
 
     results = []
@@ -375,6 +414,10 @@ def transcribe_files(ear: Ear, paths) -> list[dict]:
             if pcm.size == 0:
                 raise ValueError("the file has no audio samples")
             text, words = ear.transcribe(pcm)
+            if decoder is not None:  # the LM's reading, timed on the same CTC output
+                _, log_probs = ear.transcribe(pcm, return_log_probs=True)
+                text = decoder.decode(log_probs)
+                words = align_words(log_probs, text, ear.frame_size / ear.cfg.asr.ctc_per_frame / ear.sample_rate)
             results.append({"path": str(path), "text": text, "words": words})
         except Exception as e:  # noqa: BLE001  (any bad file: report it on its line, carry on)
             results.append({"path": str(path), "error": f"{type(e).__name__}: {e}"})
@@ -388,6 +431,8 @@ def main(argv=None) -> int:
     t.add_argument("inputs", nargs="+", help="audio files (any rate and channel count)")
     t.add_argument("--checkpoint", help="ear checkpoint (default checkpoints/asr.safetensors)")
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--lm", nargs="?", const="shipped", help="read with the ear's language model (ear_lm.py; "
+                   "default checkpoints/ear_lm.json) instead of greedy, as the agent does")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
@@ -395,8 +440,16 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    decoder = None
+    if args.lm:
+        import ear_lm
+        from config import ContextConfig
+
+        c = ContextConfig()
+        decoder = ear_lm.BeamDecoder(ear_lm.load(None if args.lm == "shipped" else args.lm), ALPHABET, BLANK,
+                                     c.ear_lm_alpha, c.ear_lm_beta, c.ear_lm_beam)
     failed = 0
-    for result in transcribe_files(ear, args.inputs):
+    for result in transcribe_files(ear, args.inputs, decoder):
         failed += "error" in result
         print(json.dumps(result, ensure_ascii=False), flush=True)
     return 1 if failed else 0

@@ -99,3 +99,35 @@ def test_the_shipped_lm_is_counted_from_training_text_only():
     held = [asr_text(t["user_text"]) for t in bd.heldout_turns("heldout_val", 20)]
     per_char = [-lm.text_logprob(t) / (len(t) + 1) for t in held]
     assert 0.05 < float(np.median(per_char)) < 3.0
+
+
+def test_forced_alignment_times_the_lms_reading(lm):
+    lp = ctc_log_probs("ఈ రోజు తారీఖు ఎంత", confusions={"ో": "ా", "ీ": "ి"})
+    slot = 0.02
+    ids = lp.argmax(-1).tolist()
+    assert ta.align_words(lp, greedy(lp), slot) == ta.words_from_ids(ids, slot)[1]  # greedy's own timing
+    words = ta.align_words(lp, "ఈ రోజు తారీఖు ఎంత", slot)
+    assert [w for w, _, _ in words] == ["ఈ", "రోజు", "తారీఖు", "ఎంత"]
+    assert all(a < b for _, a, b in words) and all(w1[2] <= w2[1] for w1, w2 in zip(words, words[1:]))
+    assert ta.align_words(lp[:5], "ఈ రోజు తారీఖు ఎంత", slot) is None  # more characters than slots
+
+
+def test_the_transcribe_cli_reads_with_the_lm(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    import telugu_tts
+    from pathlib import Path
+
+    pcm, _ = telugu_tts.synthesize("ఈ రోజు తారీఖు ఎంత", telugu_tts.voices("test")[0])
+    sf.write(tmp_path / "q.wav", pcm, 24000)
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "telugu_asr.py"), "transcribe", str(tmp_path / "q.wav"),
+                        str(tmp_path / "bad.wav"), "--lm"], capture_output=True, text=True, timeout=120)
+    good, bad = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 1 and "error" in bad and good["text"]
+    assert [w[0] for w in good["words"]] == good["text"].split() and all(w[1] < w[2] for w in good["words"])
