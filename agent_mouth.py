@@ -322,6 +322,16 @@ class MouthState:
     queue: list = field(default_factory=list)  # per row: list of _Utterance
     current: list = field(default_factory=list)  # per row: _Utterance or None
 
+    def join(self, other: "MouthState") -> "MouthState":
+        """other's rows after these (a conversation joins the batch)."""
+        return MouthState(torch.cat([self.voice, other.voice]), torch.cat([self.hidden, other.hidden], 1),
+                          self.queue + other.queue, self.current + other.current)
+
+    def rows(self, order: list[int]) -> "MouthState":
+        """These rows, in this order (a conversation leaves: the others keep theirs)."""
+        return MouthState(self.voice[order], self.hidden[:, order], [self.queue[i] for i in order],
+                          [self.current[i] for i in order])
+
 
 # --- checkpoints ----------------------------------------------------------------------------------
 

@@ -109,10 +109,7 @@ class VoiceAgent:
             s.beams, s.over_beams = self.decoder.start(), self.decoder.start()
         self.sessions.append(s)
         self.ear_state = self.ear_state.join(self.ear.init_state(1))
-        one = self.mouth.init_state(1, [voice])
-        m = self.mouth_state
-        self.mouth_state = agent_mouth.MouthState(torch.cat([m.voice, one.voice]), torch.cat([m.hidden, one.hidden], 1),
-                                                  m.queue + one.queue, m.current + one.current)
+        self.mouth_state = self.mouth_state.join(self.mouth.init_state(1, [voice]))
         fresh = self.codec.init_state(1)
         self.codec_state = {k: torch.cat([v, fresh[k]]) for k, v in self.codec_state.items()}
         return s
@@ -123,9 +120,7 @@ class VoiceAgent:
         r, last = s.row, len(self.sessions) - 1
         order = [last if i == r else i for i in range(last)]  # rows kept, in their new order
         self.ear_state = self.ear_state.leave(r)
-        m = self.mouth_state
-        self.mouth_state = agent_mouth.MouthState(m.voice[order], m.hidden[:, order], [m.queue[i] for i in order],
-                                                  [m.current[i] for i in order])
+        self.mouth_state = self.mouth_state.rows(order)
         self.codec_state = {k: v[order] for k, v in self.codec_state.items()}
         self.sessions[r] = self.sessions[last]
         self.sessions[r].row = r
