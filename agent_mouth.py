@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from checkpoint_io import load_safetensors
 from config import Config, MouthConfig, config_json_path, from_dict

@@ -398,7 +398,7 @@ def table(report) -> str:
     rows = list(report["per_voice"].items()) + [("all", report["all"])]
     for name, m in rows:
         lines.append(f"| {name} | {m['dialogues']} | " + " | ".join(fmt(m[k]) for k, _ in COLUMNS) + " |")
-    lines.append(f"| target | | " + " | ".join(TARGETS.get(k, "") for k, _ in COLUMNS) + " |")
+    lines.append("| target | | " + " | ".join(TARGETS.get(k, "") for k, _ in COLUMNS) + " |")
     return "\n".join(lines)
 
 
