@@ -24,6 +24,11 @@ ContextManager with barge-in), with the dialogue's agent voice. Per agent voice:
                       streaming decoder)
 
 plus sentence_test_cer: the user transcript CER on the sentence corpus's test voices and sentences.
+
+`--agent v2` scores the agent of voice_agent.py (ear, its LM, brain, mouth) on the same measures,
+plus written_accuracy (the brain's answer was right, spoken whole or cut by the next request) and
+user_read_cer (the requests as the brain read them). `--interactive` plays a ListeningUser, who
+waits for this agent's answers, instead of the recorded user channel.
 """
 from __future__ import annotations
 
