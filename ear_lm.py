@@ -7,7 +7,7 @@ characters, the LM says which strings are Telugu, and a prefix beam search keeps
 readings (Hannun et al. 2014, "First-pass large vocabulary continuous speech recognition").
 
     lm = load()                                       # checkpoints/ear_lm.json
-    decoder = BeamDecoder(lm, telugu_asr.ALPHABET)    # alpha, beta, beam: ContextConfig's ear_lm_*
+    decoder = telugu_asr.lm_decoder(lm)               # BeamDecoder with ContextConfig's ear_lm_*
     beams = decoder.start()                           # one per conversation
     beams = decoder.advance(beams, log_probs)         # [slots, vocab] of the ear, as they stream
     text = decoder.finish(beams)                      # the best reading, with the end of the text scored
@@ -89,6 +89,13 @@ class CharLM:
     def save(self, path, **meta) -> None:
         Path(path).write_text(json.dumps({**meta, "order": self.order, "counts": self.counts},
                                          ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
+
+def load_optional(path=None) -> CharLM | None:
+    """The LM at path; None for "none", or for no path when none is shipped (greedy reading)."""
+    if path == "none" or (path is None and not SHIPPED.exists()):
+        return None
+    return load(path)
 
 
 def load(path=None) -> CharLM:

@@ -331,8 +331,7 @@ def load_agent_v2(cfg: Config, voice_bank_path=None, device: str = "cpu", asr_pa
     mouth = agent_mouth.load(mouth_path, device)
     codec = mouth.codec
     ear, ear_info = load_ear(asr_path or telugu_asr.SHIPPED, codec, device)
-    use_lm = lm_path != "none" and (lm_path is not None or ear_lm.SHIPPED.exists())
-    lm = ear_lm.load(lm_path) if use_lm else None
+    lm = ear_lm.load_optional(lm_path)
     voices, bank_info = load_voices(voice_bank_path, None)
     voices = {name: v for name, v in voices.items() if name in mouth.m.voices}
     if not voices:
@@ -341,7 +340,7 @@ def load_agent_v2(cfg: Config, voice_bank_path=None, device: str = "cpu", asr_pa
     info = {"agent": "v2", "brain": str(brain_path or agent_brain.SHIPPED), "mouth": str(mouth_path or agent_mouth.SHIPPED),
             "codec": mouth.cfg.mouth.codec_checkpoint, "asr": ear_info, "voice_bank": bank_info or None, "device": device,
             "brain_params": count(brain), "mouth_params": count(mouth), "codec_params": count(codec),
-            "asr_params": count(ear), "ear_lm": str(lm_path or ear_lm.SHIPPED) if use_lm else None}
+            "asr_params": count(ear), "ear_lm": str(lm_path or ear_lm.SHIPPED) if lm is not None else None}
     return Models(codec, None, None, voices, info, ear, brain, mouth, lm)
 
 

@@ -30,8 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import ear_lm
 from checkpoint_io import load_safetensors
-from config import AsrConfig, Config, config_json_path, from_dict
+from config import AsrConfig, Config, ContextConfig, config_json_path, from_dict
 from telugu_text import asr_text, edit_distance
 
 SHIPPED = Path(__file__).resolve().parent / "checkpoints" / "asr.safetensors"
@@ -377,6 +378,15 @@ def align_words(log_probs, text: str, slot_s: float) -> list | None:
     return words_from_ids(ids, slot_s)[1]
 
 
+def lm_decoder(lm: ear_lm.CharLM | None, context: ContextConfig | None = None) -> ear_lm.BeamDecoder | None:
+    """How the agent reads this ear's CTC output: the LM's beam search with the context's ear_lm_*
+    settings (None without an LM or with ear_lm_beam 0: greedy)."""
+    c = context or ContextConfig()
+    if lm is None or c.ear_lm_beam <= 0:
+        return None
+    return ear_lm.BeamDecoder(lm, ALPHABET, BLANK, c.ear_lm_alpha, c.ear_lm_beta, c.ear_lm_beam)
+
+
 def char_error_rate(hyp: str, ref: str) -> float:
     """Edits / reference characters, both sides in asr_text form (the ear's own alphabet)."""
     hyp, ref = asr_text(hyp), asr_text(ref)
@@ -412,8 +422,9 @@ def transcribe_files(ear: Ear, paths, decoder=None) -> list[dict]:
             pcm = load_audio(path, sr=ear.sample_rate)
             if pcm.size == 0:
                 raise ValueError("the file has no audio samples")
-            text, words = ear.transcribe(pcm)
-            if decoder is not None:  # the LM's reading, timed on the same CTC output
+            if decoder is None:
+                text, words = ear.transcribe(pcm)
+            else:  # the LM's reading, timed on the same CTC output
                 _, log_probs = ear.transcribe(pcm, return_log_probs=True)
                 text = decoder.decode(log_probs)
                 words = align_words(log_probs, text, ear.frame_size / ear.cfg.asr.ctc_per_frame / ear.sample_rate)
@@ -441,12 +452,7 @@ def main(argv=None) -> int:
         return 2
     decoder = None
     if args.lm:
-        import ear_lm
-        from config import ContextConfig
-
-        c = ContextConfig()
-        decoder = ear_lm.BeamDecoder(ear_lm.load(None if args.lm == "shipped" else args.lm), ALPHABET, BLANK,
-                                     c.ear_lm_alpha, c.ear_lm_beta, c.ear_lm_beam)
+        decoder = lm_decoder(ear_lm.load(None if args.lm == "shipped" else args.lm))
     failed = 0
     for result in transcribe_files(ear, args.inputs, decoder):
         failed += "error" in result

@@ -203,11 +203,8 @@ def run_eval(args) -> int:
     decoder = None
     if args.lm:  # the agent's reading (ear_lm.py), beside greedy
         import ear_lm
-        from config import ContextConfig
 
-        c = ContextConfig()
-        decoder = ear_lm.BeamDecoder(ear_lm.load(None if args.lm == "shipped" else args.lm), ta.ALPHABET, ta.BLANK,
-                                     c.ear_lm_alpha, c.ear_lm_beta, c.ear_lm_beam)
+        decoder = ta.lm_decoder(ear_lm.load(None if args.lm == "shipped" else args.lm))
         report["lm"] = str(ear_lm.SHIPPED if args.lm == "shipped" else args.lm)
     for manifest in args.manifest:
         rows = eval_rows(manifest, args.per_speaker)

@@ -85,13 +85,8 @@ def ear_decoder(lm_path):
     (None where lm_path is "none" or there is no LM)."""
     import ear_lm
     import telugu_asr
-    from config import ContextConfig
 
-    if lm_path == "none" or (lm_path is None and not ear_lm.SHIPPED.exists()):
-        return None
-    c = ContextConfig()
-    return ear_lm.BeamDecoder(ear_lm.load(lm_path), telugu_asr.ALPHABET, telugu_asr.BLANK, c.ear_lm_alpha,
-                              c.ear_lm_beta, c.ear_lm_beam)
+    return telugu_asr.lm_decoder(ear_lm.load_optional(lm_path))
 
 
 def ear_transcripts(turns: list[dict], split: str, ear_checkpoint=None, seed: int = 0,

@@ -87,10 +87,7 @@ class VoiceAgent:
                  context: ContextConfig | None = None, lm: ear_lm.CharLM | None = None):
         self.ear, self.brain, self.mouth, self.codec = ear, brain, mouth, mouth.codec
         self.cfg = context or ContextConfig()
-        self.decoder = None  # no LM: the brain reads the greedy transcript
-        if lm is not None and self.cfg.ear_lm_beam > 0:
-            self.decoder = ear_lm.BeamDecoder(lm, telugu_asr.ALPHABET, telugu_asr.BLANK, self.cfg.ear_lm_alpha,
-                                              self.cfg.ear_lm_beta, self.cfg.ear_lm_beam)
+        self.decoder = telugu_asr.lm_decoder(lm, self.cfg)  # None: the brain reads the greedy transcript
         self.frame_size = self.codec.frame_size
         self.frame_ms = int(round(1000 * self.frame_size / self.codec.sample_rate))
         self.sessions: list[Session] = []
@@ -194,7 +191,7 @@ class VoiceAgent:
                 if self.decoder is not None:
                     s.beams = self.decoder.start()
                 return None
-            if s.resume_left > 0 and (not reading or is_backchannel(reading)):
+            if s.resume_left > 0 and is_backchannel(reading):
                 return None  # not decided yet: no answer to a backchannel
             s.resume_left = 0  # a real interruption: the rest of the answer is dropped
         if s.thinking is None:
@@ -302,11 +299,8 @@ def converse(agent: VoiceAgent, user_pcm: np.ndarray | None, voice: str, now=Non
 def load(ear=None, brain=None, mouth=None, context: ContextConfig | None = None, lm=None) -> VoiceAgent:
     """The agent from the shipped checkpoints (or the given paths). lm: the ear's language model
     (default the shipped one, where there is one; "none": the brain reads the greedy transcript)."""
-    if lm == "none" or (lm is None and not ear_lm.SHIPPED.exists()):
-        lm = None
-    else:
-        lm = ear_lm.load(lm)
-    return VoiceAgent(telugu_asr.load(ear), agent_brain.load(brain), agent_mouth.load(mouth), context, lm)
+    return VoiceAgent(telugu_asr.load(ear), agent_brain.load(brain), agent_mouth.load(mouth), context,
+                      ear_lm.load_optional(lm))
 
 
 def main(argv=None) -> int:

@@ -78,10 +78,8 @@ def main(argv=None) -> int:
     if args.brain:
         import agent_brain
         import train_brain
-        from config import ContextConfig
 
-        brain, c = agent_brain.load(args.brain), ContextConfig()
-        dec = ear_lm.BeamDecoder(lm, telugu_asr.ALPHABET, telugu_asr.BLANK, c.ear_lm_alpha, c.ear_lm_beta, c.ear_lm_beam)
+        brain, dec = agent_brain.load(args.brain), telugu_asr.lm_decoder(lm)
         for split in splits:
             turns, _, outs = data[split]
             greedy = train_brain.accuracy(train_brain.answer_turns(brain, turns, [t for t, _ in outs]))
